@@ -1,0 +1,141 @@
+"""Engines and sessions. Nothing here runs at import: callers build an engine and dispose it."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
+
+import asyncpg
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.pool import NullPool
+
+from app.db.errors import AuthenticationFailedError, ConnectionFailedError
+from app.db.settings import Settings, describe_url
+
+
+def create_engine(
+    url: URL,
+    *,
+    pool_size: int = 5,
+    max_overflow: int = 10,
+    pool_timeout: float = 30.0,
+    pool_recycle: int = 1800,
+    connect_timeout: float = 10.0,
+    echo: bool = False,
+    disable_prepared_statements: bool = False,
+    application_name: str = "collection-jobs",
+    null_pool: bool = False,
+) -> AsyncEngine:
+    """Build an asyncpg engine.
+
+    `disable_prepared_statements` is for PgBouncer in transaction mode, where a named
+    prepared statement may land on another server connection: asyncpg's and SQLAlchemy's
+    statement caches are turned off and every statement gets a unique name.
+    `null_pool` opens a connection per checkout (scripts, migrations, PgBouncer).
+    """
+    connect_args: dict[str, Any] = {
+        "timeout": connect_timeout,
+        "server_settings": {"application_name": application_name},
+    }
+    if disable_prepared_statements:
+        connect_args["statement_cache_size"] = 0
+        connect_args["prepared_statement_cache_size"] = 0
+        connect_args["prepared_statement_name_func"] = lambda: f"__asyncpg_{uuid.uuid4()}__"
+    if null_pool:
+        return create_async_engine(
+            url, echo=echo, poolclass=NullPool, connect_args=connect_args
+        )
+    return create_async_engine(
+        url,
+        echo=echo,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_timeout=pool_timeout,
+        pool_recycle=pool_recycle,
+        pool_pre_ping=True,
+        connect_args=connect_args,
+    )
+
+
+def engine_from_settings(settings: Settings, url: URL, *, null_pool: bool = False) -> AsyncEngine:
+    """`create_engine` with the pool, timeout and PgBouncer options taken from the settings."""
+    return create_engine(
+        url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout=settings.db_pool_timeout,
+        pool_recycle=settings.db_pool_recycle,
+        connect_timeout=settings.db_connect_timeout,
+        echo=settings.db_echo,
+        disable_prepared_statements=settings.db_disable_prepared_statements,
+        application_name=settings.db_application_name,
+        null_pool=null_pool,
+    )
+
+
+def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions whose objects stay readable after commit (no implicit refresh in async code)."""
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+@asynccontextmanager
+async def session_scope(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[AsyncSession]:
+    """One unit of work: commits when the block succeeds, rolls back when it raises."""
+    async with sessionmaker() as session:
+        try:
+            yield session
+        except BaseException:
+            await session.rollback()
+            raise
+        await session.commit()
+
+
+@contextmanager
+def translate_connect_errors(url: URL) -> Iterator[None]:
+    """Turn the ways a connection attempt fails into one-line, password-free errors."""
+    target = describe_url(url)
+    try:
+        yield
+    except sa_exc.DBAPIError as exc:
+        cause = exc.orig.__cause__ if exc.orig is not None else None
+        _raise_for(cause or exc.orig, target)
+        raise
+    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError) as exc:
+        _raise_for(exc, target)
+        raise
+
+
+def _raise_for(cause: BaseException | None, target: str) -> None:
+    if isinstance(cause, asyncpg.InvalidPasswordError | asyncpg.InvalidAuthorizationSpecificationError):
+        raise AuthenticationFailedError(
+            f"authentication failed for {target}: {_first_line(cause)}"
+        ) from None
+    if isinstance(cause, asyncpg.InvalidCatalogNameError):
+        raise ConnectionFailedError(f"{target} does not exist") from None
+    if isinstance(cause, asyncpg.CannotConnectNowError | asyncpg.TooManyConnectionsError):
+        raise ConnectionFailedError(f"cannot connect to {target}: {_first_line(cause)}") from None
+    if isinstance(cause, socket.gaierror):
+        raise ConnectionFailedError(f"cannot resolve the host of {target}") from None
+    if isinstance(cause, asyncio.TimeoutError | TimeoutError):
+        raise ConnectionFailedError(f"timed out connecting to {target}") from None
+    if isinstance(cause, OSError):
+        raise ConnectionFailedError(
+            f"cannot connect to {target}: {cause.strerror or _first_line(cause)}"
+        ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

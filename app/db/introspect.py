@@ -1,0 +1,123 @@
+"""A schema's shape read from `pg_catalog`, to compare the databases that the three ways of
+migrating (Alembic, plain SQL, init_db) produce: columns in order with types, nullability
+and defaults; indexes with definitions and validity; constraints with definitions and
+whether they are validated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import Connection, text
+
+BOOKKEEPING_TABLES = frozenset({"alembic_version", "database_environment"})
+
+_COLUMNS = """
+SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+       pg_get_expr(d.adbin, d.adrelid)
+FROM pg_attribute a
+JOIN pg_class c ON c.oid = a.attrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+WHERE n.nspname = :schema AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY c.relname, a.attnum
+"""
+
+_INDEXES = """
+SELECT t.relname, i.relname, pg_get_indexdef(x.indexrelid), x.indisvalid
+FROM pg_index x
+JOIN pg_class i ON i.oid = x.indexrelid
+JOIN pg_class t ON t.oid = x.indrelid
+JOIN pg_namespace n ON n.oid = t.relnamespace
+WHERE n.nspname = :schema
+"""
+
+_CONSTRAINTS = """
+SELECT t.relname, con.conname, con.contype, pg_get_constraintdef(con.oid), con.convalidated
+FROM pg_constraint con
+JOIN pg_class t ON t.oid = con.conrelid
+JOIN pg_namespace n ON n.oid = t.relnamespace
+WHERE n.nspname = :schema
+"""
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    not_null: bool
+    default: str | None
+
+
+@dataclass
+class Table:
+    columns: list[Column] = field(default_factory=list)
+    indexes: dict[str, tuple[str, bool]] = field(default_factory=dict)
+    """name -> (definition, valid)"""
+    constraints: dict[str, tuple[str, str, bool]] = field(default_factory=dict)
+    """name -> (type letter, definition, validated)"""
+
+
+Schema = dict[str, Table]
+
+
+def read_schema(
+    conn: Connection, schema: str = "public", *, skip: frozenset[str] = BOOKKEEPING_TABLES
+) -> Schema:
+    """The tables of `schema` (but `skip`), with definitions written relative to it."""
+    # With the schema alone on the search path, definitions don't carry its name, so
+    # two schemas (or databases) with the same objects read the same.
+    conn.execute(text("SELECT set_config('search_path', :s, true)"), {"s": schema})
+    tables: Schema = {}
+    params = {"schema": schema}
+    for table, name, type_, not_null, default in conn.execute(text(_COLUMNS), params):
+        if table not in skip:
+            tables.setdefault(table, Table()).columns.append(
+                Column(name, type_, not_null, default)
+            )
+    for table, name, definition, valid in conn.execute(text(_INDEXES), params):
+        if table in tables:
+            tables[table].indexes[name] = (definition, valid)
+    for table, name, kind, definition, validated in conn.execute(text(_CONSTRAINTS), params):
+        if table in tables:
+            tables[table].constraints[name] = (kind, definition, validated)
+    return tables
+
+
+def diff_schemas(expected: Schema, actual: Schema) -> list[str]:
+    """Every difference, one readable line each; empty when the schemas are identical."""
+    lines: list[str] = []
+    for name in sorted(expected.keys() - actual.keys()):
+        lines.append(f"table {name}: missing")
+    for name in sorted(actual.keys() - expected.keys()):
+        lines.append(f"table {name}: unexpected")
+    for name in sorted(expected.keys() & actual.keys()):
+        want, got = expected[name], actual[name]
+        if want.columns != got.columns:
+            want_cols = {c.name: (i, c) for i, c in enumerate(want.columns)}
+            got_cols = {c.name: (i, c) for i, c in enumerate(got.columns)}
+            for col in want_cols.keys() | got_cols.keys():
+                if want_cols.get(col) != got_cols.get(col):
+                    lines.append(
+                        f"{name}.{col}: expected {_show(want_cols.get(col))}, "
+                        f"got {_show(got_cols.get(col))}"
+                    )
+        for kind, want_map, got_map in (
+            ("index", want.indexes, got.indexes),
+            ("constraint", want.constraints, got.constraints),
+        ):
+            for key in sorted(want_map.keys() | got_map.keys()):
+                if want_map.get(key) != got_map.get(key):
+                    lines.append(
+                        f"{name} {kind} {key}: expected {want_map.get(key) or 'none'}, "
+                        f"got {got_map.get(key) or 'none'}"
+                    )
+    return sorted(lines)
+
+
+def _show(entry: tuple[int, Column] | None) -> str:
+    if entry is None:
+        return "none"
+    position, col = entry
+    null = "NOT NULL" if col.not_null else "NULL"
+    return f"#{position + 1} {col.type} {null} DEFAULT {col.default}"

@@ -1,0 +1,79 @@
+"""`init_db`: wipe and rebuild a development or test database from the models.
+
+Everything happens in one transaction under an advisory lock: two runs never interleave,
+and a refused or failed run leaves the database exactly as it was (PostgreSQL DDL is
+transactional).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from app.db.errors import EnvironmentRefusedError, NotConfirmedError
+from app.db.marker import check_reset_allowed, count_user_tables, read_marker, write_marker
+from app.db.settings import RESETTABLE_ENVIRONMENTS, Environment
+from app.models import Base
+
+INIT_DB_LOCK_KEY = 0x636F6C6C_6A6F6273  # "colljobs": serialises resets and migrations
+
+
+@dataclass(frozen=True)
+class ResetPlan:
+    """What a reset is about to destroy, for the confirmation question."""
+
+    marker: str | None
+    user_tables: int
+
+
+@dataclass(frozen=True)
+class ResetResult:
+    tables: list[str]
+    seeded: dict[str, int]
+
+
+Confirm = Callable[[ResetPlan], bool]
+
+
+async def init_db(
+    engine: AsyncEngine,
+    *,
+    environment: Environment,
+    force: bool = False,
+    seed: bool = False,
+    confirm: Confirm | None = None,
+) -> ResetResult:
+    """Drop schema `public` and recreate it with `metadata.create_all`.
+
+    Refuses (raising, changing nothing) outside development and test, on a database
+    whose marker forbids it (see `check_reset_allowed`), or when `confirm` says no.
+    `confirm` is asked only when there is something to lose.
+    """
+    if environment not in RESETTABLE_ENVIRONMENTS:
+        raise EnvironmentRefusedError(
+            f"refusing to reset a {environment.value} database; init_db is for "
+            "development and test only (use `alembic upgrade head`)"
+        )
+    async with engine.connect() as conn, conn.begin():
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": INIT_DB_LOCK_KEY})
+        marker = await conn.run_sync(read_marker)
+        user_tables = await conn.run_sync(count_user_tables)
+        check_reset_allowed(marker, environment, user_tables=user_tables, force=force)
+        if user_tables and confirm is not None and not confirm(ResetPlan(marker, user_tables)):
+            raise NotConfirmedError("not confirmed; nothing was changed")
+
+        await conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+        await conn.execute(text("CREATE SCHEMA public"))
+        await conn.execute(text("GRANT USAGE ON SCHEMA public TO PUBLIC"))
+        await conn.run_sync(Base.metadata.create_all)
+        await conn.run_sync(write_marker, environment, set_by="init_db")
+        seeded: dict[str, int] = {}
+        if seed:
+            from app.db.seed import load_sample  # noqa: PLC0415
+
+            async with AsyncSession(bind=conn, join_transaction_mode="create_savepoint") as s:
+                seeded = await load_sample(s)
+    return ResetResult(tables=sorted(Base.metadata.tables), seeded=seeded)

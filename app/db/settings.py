@@ -1,0 +1,150 @@
+"""Settings read from the environment and `.env`, validated once, password kept secret."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from app.db.errors import ConfigurationError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+ACCEPTED_SCHEMES = ("postgres", "postgresql", "postgresql+asyncpg")
+ASYNC_DRIVER = "postgresql+asyncpg"
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    STAGING = "staging"
+    PRODUCTION = "production"
+
+
+RESETTABLE_ENVIRONMENTS = frozenset({Environment.DEVELOPMENT, Environment.TEST})
+"""Environments whose databases `init_db` may wipe; never staging or production."""
+
+
+def parse_database_url(raw: str, *, setting: str = "DATABASE_URL") -> URL:
+    """Parse a PostgreSQL URL in any accepted form and return its asyncpg form.
+
+    The error messages never echo the URL, since it carries the password.
+    """
+    try:
+        url = make_url(raw.strip())
+    except (ArgumentError, ValueError):
+        raise ConfigurationError(
+            f"{setting} is not a valid URL; expected "
+            "postgresql://user:password@host:port/database"
+        ) from None
+    if url.drivername not in ACCEPTED_SCHEMES:
+        raise ConfigurationError(
+            f"{setting} must start with one of "
+            f"{', '.join(s + '://' for s in ACCEPTED_SCHEMES)}; got {url.drivername}://"
+        )
+    if not url.database:
+        raise ConfigurationError(f"{setting} names no database (…/database_name)")
+    query = dict(url.query)
+    if "sslmode" in query:  # libpq's name; asyncpg calls the same setting `ssl`
+        query["ssl"] = query.pop("sslmode")
+    return url.set(drivername=ASYNC_DRIVER, query=query)
+
+
+def asyncpg_dsn(url: URL) -> str:
+    """The libpq-style DSN that asyncpg itself takes, password included (never print it)."""
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def describe_url(url: URL) -> str:
+    """Where a URL points, for people: host, port, database, user; the password masked."""
+    host = url.host or str(url.query.get("host", "localhost"))
+    port = url.port or url.query.get("port") or 5432
+    password = ", password ***" if url.password else ""
+    return f"database {url.database!r} on {host}:{port} as user {url.username!r}{password}"
+
+
+class Settings(BaseSettings):
+    """Everything the data layer reads from the environment (or a `.env` file)."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", hide_input_in_errors=True
+    )
+
+    database_url: SecretStr | None = None
+    """Target database; unset means the embedded server (development and test only)."""
+    test_database_url: SecretStr | None = None
+    """Server the test suite uses instead of the embedded one; the tests own that database."""
+    app_env: Environment | None = None
+    """development, test, staging or production; required whenever DATABASE_URL is set."""
+
+    db_pool_size: int = Field(default=5, ge=1)
+    db_max_overflow: int = Field(default=10, ge=0)
+    db_pool_timeout: float = Field(default=30.0, gt=0)
+    db_pool_recycle: int = Field(default=1800, ge=-1)
+    db_connect_timeout: float = Field(default=10.0, gt=0)
+    db_echo: bool = False
+    db_disable_prepared_statements: bool = False
+    """Set behind PgBouncer in transaction mode: asyncpg then keeps no named statements."""
+    db_application_name: str = "collection-jobs"
+
+    embedded_pgdata: Path = PROJECT_ROOT / ".pgdata"
+    """Data folder of the embedded development server (git-ignored)."""
+
+    @field_validator("app_env", mode="before")
+    @classmethod
+    def _normalise_env(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip().lower()
+            if not value:
+                return None
+            allowed = [e.value for e in Environment]
+            if value not in allowed:
+                raise ValueError(f"must be one of {', '.join(allowed)}")
+        return value
+
+    @field_validator("database_url", "test_database_url", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    def url(self) -> URL | None:
+        """DATABASE_URL in the asyncpg form, or None for the embedded server."""
+        if self.database_url is None:
+            return None
+        return parse_database_url(self.database_url.get_secret_value())
+
+    def environment(self) -> Environment:
+        """The environment, refusing to guess when a real server is configured.
+
+        No APP_ENV and no DATABASE_URL is local development on the embedded server;
+        a DATABASE_URL without APP_ENV could be anything, production included.
+        """
+        if self.app_env is not None:
+            return self.app_env
+        if self.database_url is None:
+            return Environment.DEVELOPMENT
+        raise ConfigurationError(
+            "DATABASE_URL is set but APP_ENV is not; set APP_ENV explicitly "
+            "(development, test, staging or production)"
+        )
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings, turning a validation failure into one line without the input."""
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']).upper()} {err['msg']}".replace(
+                "Value error, ", ""
+            )
+            for err in exc.errors()
+        )
+        raise ConfigurationError(f"invalid settings: {problems}") from None
+    settings.url()  # fail early on a malformed DATABASE_URL
+    return settings

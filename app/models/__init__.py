@@ -1,0 +1,17 @@
+"""The data layer's models; import them from here."""
+
+from app.models.analyst import Analyst
+from app.models.base import Base
+from app.models.collection_job import CollectionJob
+from app.models.data_collection_log import DataCollectionLog
+from app.models.enums import CollectionType, JobStatus, LogStatus
+
+__all__ = [
+    "Analyst",
+    "Base",
+    "CollectionJob",
+    "CollectionType",
+    "DataCollectionLog",
+    "JobStatus",
+    "LogStatus",
+]

@@ -1,0 +1,55 @@
+"""Collection jobs: one analyst's request to collect several types of data over a date range."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import ForeignKey, String, Text
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.models.base import TIMESTAMPTZ, Base, Timestamps, UUIDPrimaryKey
+from app.models.enums import JobStatus, StrEnumType
+
+if TYPE_CHECKING:
+    from app.models.analyst import Analyst
+    from app.models.data_collection_log import DataCollectionLog
+
+
+class CollectionJob(UUIDPrimaryKey, Timestamps, Base):
+    """Columns, defaults and indexes exactly as the migration guide's `CREATE TABLE`."""
+
+    __tablename__ = "collection_jobs"
+
+    analyst_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("analysts.id"), index=True
+    )
+    collection_types: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    start_date: Mapped[datetime] = mapped_column(TIMESTAMPTZ)
+    end_date: Mapped[datetime] = mapped_column(TIMESTAMPTZ)
+    status: Mapped[JobStatus] = mapped_column(
+        StrEnumType(JobStatus, 20), server_default=JobStatus.PENDING.value, index=True
+    )
+    progress: Mapped[dict[str, Any] | None] = mapped_column(
+        JSONB, default=dict, server_default="{}"
+    )
+    """Percent done per collection type, e.g. {"news": 40.0}; types not reported yet are 0."""
+    overall_progress: Mapped[str | None] = mapped_column(String(10), server_default="0.0")
+    """Mean over all the job's types, one decimal, as text ('0.0'..'100.0') per the guide."""
+    estimated_completion_time: Mapped[datetime | None] = mapped_column(TIMESTAMPTZ)
+    started_at: Mapped[datetime | None] = mapped_column(TIMESTAMPTZ)
+    completed_at: Mapped[datetime | None] = mapped_column(TIMESTAMPTZ)
+    error_message: Mapped[str | None] = mapped_column(String(500))
+
+    analyst: Mapped[Analyst] = relationship(back_populates="collection_jobs", lazy="raise")
+    logs: Mapped[list[DataCollectionLog]] = relationship(back_populates="job", lazy="raise")
+
+    @property
+    def overall_progress_percent(self) -> float | None:
+        """`overall_progress` as a number (None when unset)."""
+        return None if self.overall_progress is None else float(self.overall_progress)
+
+    def __repr__(self) -> str:
+        return f"<CollectionJob {self.id} {self.status} {self.overall_progress}%>"

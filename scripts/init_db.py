@@ -1,0 +1,101 @@
+"""Drop and recreate the development (or test) database from the models.
+
+    python scripts/init_db.py [--yes] [--force] [--seed]
+
+Development and test only. With no DATABASE_URL it uses the embedded server. Exit codes:
+0 done, 2 bad settings, 3 environment refused, 4 database marker refused,
+5 not confirmed, 6 server unreachable or database missing, 7 authentication failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from app.db.embedded import database_url
+from app.db.engine import engine_from_settings, translate_connect_errors
+from app.db.errors import DatabaseSetupError, EnvironmentRefusedError, NotConfirmedError
+from app.db.schema import Confirm, ResetPlan, ResetResult, init_db
+from app.db.settings import RESETTABLE_ENVIRONMENTS, describe_url, load_settings
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="init_db.py",
+        description="Drop and recreate every table of a development or test database.",
+    )
+    parser.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="reset a database marked for another development/test environment or of "
+        "unknown origin (never one marked staging or production)",
+    )
+    parser.add_argument("--seed", action="store_true", help="load a small sample data set")
+    return parser.parse_args(argv)
+
+
+def _confirmer(target: str, assume_yes: bool) -> Confirm:
+    def confirm(plan: ResetPlan) -> bool:
+        if assume_yes:
+            return True
+        if not sys.stdin.isatty():
+            raise NotConfirmedError(
+                f"refusing to drop {plan.user_tables} table(s) of {target} without "
+                "confirmation: no terminal to ask; pass --yes"
+            )
+        marker = plan.marker or "no marker"
+        prompt = f"Drop all {plan.user_tables} table(s) ({marker}) and recreate them? [y/N] "
+        try:
+            return input(prompt).strip().lower() in ("y", "yes")
+        except (EOFError, KeyboardInterrupt):
+            print()
+            return False
+
+    return confirm
+
+
+async def _run(args: argparse.Namespace) -> ResetResult:
+    settings = load_settings()
+    environment = settings.environment()
+    if environment not in RESETTABLE_ENVIRONMENTS:
+        raise EnvironmentRefusedError(
+            f"refusing to run with APP_ENV={environment.value}; init_db is for development "
+            "and test only (production uses `alembic upgrade head`)"
+        )
+    url = await database_url(settings, environment)
+    target = describe_url(url)
+    print(f"init_db: target {target} (APP_ENV={environment.value})")
+    engine = engine_from_settings(settings, url, null_pool=True)
+    try:
+        with translate_connect_errors(url):
+            return await init_db(
+                engine,
+                environment=environment,
+                force=args.force,
+                seed=args.seed,
+                confirm=_confirmer(target, args.yes),
+            )
+    finally:
+        await engine.dispose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    try:
+        result = asyncio.run(_run(args))
+    except DatabaseSetupError as exc:
+        print(f"init_db: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("init_db: interrupted; nothing was changed", file=sys.stderr)
+        return 130
+    print(f"init_db: recreated {', '.join(result.tables)}")
+    if result.seeded:
+        print("init_db: seeded " + ", ".join(f"{n} {t}" for t, n in result.seeded.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+-- The platform's tables as they were before the collection-jobs feature
+-- (Alembic revision "baseline"). The guide's SQL (method 2) runs on top of this.
+
+CREATE TABLE analysts (
+    id UUID PRIMARY KEY DEFAULT gen_random_uuid(),
+    email VARCHAR(255) NOT NULL UNIQUE,
+    name VARCHAR(100) NOT NULL,
+    created_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT NOW(),
+    updated_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT NOW()
+);
+
+CREATE TABLE data_collection_logs (
+    id UUID PRIMARY KEY DEFAULT gen_random_uuid(),
+    analyst_id UUID NOT NULL REFERENCES analysts(id),
+    collection_type VARCHAR(50) NOT NULL,
+    status VARCHAR(20) NOT NULL,
+    records_collected INTEGER NOT NULL DEFAULT 0,
+    message TEXT,
+    started_at TIMESTAMP WITH TIME ZONE,
+    completed_at TIMESTAMP WITH TIME ZONE,
+    created_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT NOW()
+);
+
+CREATE INDEX idx_data_collection_logs_analyst_id ON data_collection_logs(analyst_id);

@@ -1,0 +1,91 @@
+"""The schema `init_db` (create_all) builds is the migration guide's, to the last name."""
+
+from __future__ import annotations
+
+from sqlalchemy.engine import URL
+
+from app.db.engine import create_engine
+from app.db.introspect import Schema, diff_schemas, read_schema
+from app.db.schema import init_db
+from app.db.settings import Environment
+from tests.conftest import ScratchFactory
+from tests.guide import (
+    ALTER_LOGS,
+    BASELINE_SQL,
+    CHECK_COLUMN,
+    CHECK_INDEXES,
+    CHECK_TABLE,
+    CREATE_TABLE,
+    ROLLBACK,
+    fetch,
+    run_script,
+)
+
+
+async def schema_of(url: URL) -> Schema:
+    engine = create_engine(url, null_pool=True)
+    try:
+        async with engine.connect() as conn:
+            return await conn.run_sync(read_schema)
+    finally:
+        await engine.dispose()
+
+
+async def built_by_guide(scratch_db: ScratchFactory) -> URL:
+    url = await scratch_db()
+    await run_script(url, BASELINE_SQL.read_text(), CREATE_TABLE, ALTER_LOGS)
+    return url
+
+
+async def built_by_init_db(scratch_db: ScratchFactory) -> URL:
+    url = await scratch_db()
+    engine = create_engine(url, null_pool=True)
+    try:
+        await init_db(engine, environment=Environment.TEST)
+    finally:
+        await engine.dispose()
+    return url
+
+
+async def test_create_all_matches_the_guide_sql(scratch_db: ScratchFactory) -> None:
+    guide = await schema_of(await built_by_guide(scratch_db))
+    models = await schema_of(await built_by_init_db(scratch_db))
+
+    assert set(guide) == {"analysts", "collection_jobs", "data_collection_logs"}
+    jobs = guide["collection_jobs"]
+    assert [c.name for c in jobs.columns][:2] == ["id", "analyst_id"]
+    assert {"collection_jobs_pkey", "collection_jobs_analyst_id_fkey"} <= set(jobs.constraints)
+    assert diff_schemas(guide, models) == []
+
+
+async def test_diff_reports_a_changed_default(scratch_db: ScratchFactory) -> None:
+    url = await built_by_init_db(scratch_db)
+    before = await schema_of(url)
+    await run_script(
+        url, "ALTER TABLE collection_jobs ALTER COLUMN overall_progress SET DEFAULT '0'"
+    )
+    after = await schema_of(url)
+    assert diff_schemas(before, after) == [
+        "collection_jobs.overall_progress: expected #8 character varying(10) NULL "
+        "DEFAULT '0.0'::character varying, got #8 character varying(10) NULL "
+        "DEFAULT '0'::character varying"
+    ]
+
+
+async def test_guide_checks_and_rollback_work_as_written(scratch_db: ScratchFactory) -> None:
+    url = await built_by_guide(scratch_db)
+
+    assert [r[0] for r in await fetch(url, CHECK_TABLE)] == ["collection_jobs"]
+    assert [r[0] for r in await fetch(url, CHECK_COLUMN)] == ["collection_job_id"]
+    assert {r[0] for r in await fetch(url, CHECK_INDEXES)} >= {
+        "idx_collection_jobs_analyst_id",
+        "idx_collection_jobs_status",
+        "idx_data_collection_logs_collection_job_id",
+    }
+
+    await run_script(url, ROLLBACK)
+    assert await fetch(url, CHECK_TABLE) == []
+    assert await fetch(url, CHECK_COLUMN) == []
+    baseline = await scratch_db()
+    await run_script(baseline, BASELINE_SQL.read_text())
+    assert diff_schemas(await schema_of(baseline), await schema_of(url)) == []
