@@ -8,6 +8,7 @@ command connects at once; `python -m app.db.embedded stop` stops it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import subprocess
@@ -71,10 +72,9 @@ async def ensure_database(admin_url: URL, name: str) -> URL:
     try:
         exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
         if not exists:
-            try:
+            # A concurrent caller may create it in the meantime.
+            with contextlib.suppress(asyncpg.DuplicateDatabaseError):
                 await conn.execute(f'CREATE DATABASE "{name}"')
-            except asyncpg.DuplicateDatabaseError:
-                pass  # created by a concurrent caller in the meantime
     finally:
         await conn.close()
     return admin_url.set(database=name)

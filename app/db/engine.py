@@ -53,9 +53,7 @@ def create_engine(
         connect_args["prepared_statement_cache_size"] = 0
         connect_args["prepared_statement_name_func"] = lambda: f"__asyncpg_{uuid.uuid4()}__"
     if null_pool:
-        return create_async_engine(
-            url, echo=echo, poolclass=NullPool, connect_args=connect_args
-        )
+        return create_async_engine(url, echo=echo, poolclass=NullPool, connect_args=connect_args)
     return create_async_engine(
         url,
         echo=echo,
@@ -113,13 +111,15 @@ def translate_connect_errors(url: URL) -> Iterator[None]:
         cause = exc.orig.__cause__ if exc.orig is not None else None
         _raise_for(cause or exc.orig, target)
         raise
-    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError) as exc:
+    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
         _raise_for(exc, target)
         raise
 
 
 def _raise_for(cause: BaseException | None, target: str) -> None:
-    if isinstance(cause, asyncpg.InvalidPasswordError | asyncpg.InvalidAuthorizationSpecificationError):
+    if isinstance(
+        cause, asyncpg.InvalidPasswordError | asyncpg.InvalidAuthorizationSpecificationError
+    ):
         raise AuthenticationFailedError(
             f"authentication failed for {target}: {_first_line(cause)}"
         ) from None

@@ -72,9 +72,7 @@ def read_schema(
     params = {"schema": schema}
     for table, name, type_, not_null, default in conn.execute(text(_COLUMNS), params):
         if table not in skip:
-            tables.setdefault(table, Table()).columns.append(
-                Column(name, type_, not_null, default)
-            )
+            tables.setdefault(table, Table()).columns.append(Column(name, type_, not_null, default))
     for table, name, definition, valid in conn.execute(text(_INDEXES), params):
         if table in tables:
             tables[table].indexes[name] = (definition, valid)

@@ -72,8 +72,9 @@ async def init_db(
         await conn.run_sync(write_marker, environment, set_by="init_db")
         seeded: dict[str, int] = {}
         if seed:
-            from app.db.seed import load_sample  # noqa: PLC0415
+            from app.db.seed import load_sample
 
             async with AsyncSession(bind=conn, join_transaction_mode="create_savepoint") as s:
                 seeded = await load_sample(s)
+                await s.commit()  # releases the savepoint; the outer transaction commits below
     return ResetResult(tables=sorted(Base.metadata.tables), seeded=seeded)

@@ -98,4 +98,8 @@ async def load_sample(session: AsyncSession) -> dict[str, int]:
     ]
     session.add_all(logs)
     await session.flush()
-    return {"analysts": len(analysts), "collection_jobs": len(jobs), "data_collection_logs": len(logs)}
+    return {
+        "analysts": len(analysts),
+        "collection_jobs": len(jobs),
+        "data_collection_logs": len(logs),
+    }

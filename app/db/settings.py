@@ -39,8 +39,7 @@ def parse_database_url(raw: str, *, setting: str = "DATABASE_URL") -> URL:
         url = make_url(raw.strip())
     except (ArgumentError, ValueError):
         raise ConfigurationError(
-            f"{setting} is not a valid URL; expected "
-            "postgresql://user:password@host:port/database"
+            f"{setting} is not a valid URL; expected postgresql://user:password@host:port/database"
         ) from None
     if url.drivername not in ACCEPTED_SCHEMES:
         raise ConfigurationError(

@@ -26,7 +26,7 @@ class Base(AsyncAttrs, DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     # Server-made values (defaults, updated_at) come back by RETURNING in the same
     # statement, so reading them after a flush never needs a lazy load.
-    __mapper_args__ = {"eager_defaults": True}
+    __mapper_args__ = {"eager_defaults": True}  # noqa: RUF012 - read by the mapper only
 
 
 TIMESTAMPTZ = TIMESTAMP(timezone=True)

@@ -1,0 +1,53 @@
+"""Test data builders: they add and flush, never commit (the test's transaction is rolled back)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import Analyst, CollectionJob, CollectionType, DataCollectionLog, LogStatus
+
+
+async def make_analyst(session: AsyncSession, **fields: Any) -> Analyst:
+    analyst = Analyst(
+        email=fields.pop("email", f"analyst-{uuid.uuid4().hex[:10]}@example.com"),
+        name=fields.pop("name", "테스트 분석가"),
+        **fields,
+    )
+    session.add(analyst)
+    await session.flush()
+    return analyst
+
+
+async def make_job(session: AsyncSession, analyst: Analyst, **fields: Any) -> CollectionJob:
+    now = datetime.now(UTC)
+    job = CollectionJob(
+        analyst_id=analyst.id,
+        collection_types=fields.pop(
+            "collection_types", [CollectionType.NEWS.value, CollectionType.DISCLOSURE.value]
+        ),
+        start_date=fields.pop("start_date", now - timedelta(days=7)),
+        end_date=fields.pop("end_date", now),
+        **fields,
+    )
+    session.add(job)
+    await session.flush()
+    return job
+
+
+async def make_log(
+    session: AsyncSession, analyst: Analyst, job: CollectionJob | None = None, **fields: Any
+) -> DataCollectionLog:
+    log = DataCollectionLog(
+        analyst_id=analyst.id,
+        collection_job_id=fields.pop("collection_job_id", None if job is None else job.id),
+        collection_type=fields.pop("collection_type", CollectionType.NEWS.value),
+        status=fields.pop("status", LogStatus.SUCCESS),
+        **fields,
+    )
+    session.add(log)
+    await session.flush()
+    return log

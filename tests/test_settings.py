@@ -1,0 +1,114 @@
+"""Settings: URL forms, APP_ENV, and the password never shown."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.db.errors import ConfigurationError
+from app.db.settings import Environment, Settings, describe_url, load_settings
+
+SECRET = "s3cr3t-pw"
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test states its settings; the suite's own APP_ENV=test must not leak in."""
+    for name in ("APP_ENV", "DATABASE_URL", "TEST_DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def make(**values: str) -> Settings:
+    return load_settings(_env_file=None, **values)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        f"postgres://app:{SECRET}@db.internal:6432/platform",
+        f"postgresql://app:{SECRET}@db.internal:6432/platform",
+        f"postgresql+asyncpg://app:{SECRET}@db.internal:6432/platform",
+    ],
+)
+def test_every_accepted_scheme_becomes_asyncpg(raw: str) -> None:
+    url = make(database_url=raw, app_env="staging").url()
+    assert url is not None
+    assert (url.drivername, url.host, url.port, url.database) == (
+        "postgresql+asyncpg",
+        "db.internal",
+        6432,
+        "platform",
+    )
+    assert url.password == SECRET
+
+
+def test_unix_socket_host_in_query_is_kept() -> None:
+    url = make(database_url="postgresql://app@/platform?host=/var/run/postgresql").url()
+    assert url is not None
+    assert url.query["host"] == "/var/run/postgresql"
+    assert "/var/run/postgresql" in describe_url(url)
+
+
+def test_sslmode_is_passed_on_under_asyncpgs_name() -> None:
+    url = make(database_url="postgresql://app@db/platform?sslmode=require").url()
+    assert url is not None
+    assert dict(url.query) == {"ssl": "require"}
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (f"mysql://app:{SECRET}@db/platform", "must start with one of postgres://"),
+        (f"postgresql+psycopg2://app:{SECRET}@db/platform", r"got postgresql\+psycopg2://"),
+        (f"not a url {SECRET}", "not a valid URL"),
+        (f"postgresql://app:{SECRET}@db", "names no database"),
+    ],
+)
+def test_bad_urls_fail_with_a_message_that_hides_the_password(raw: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message) as caught:
+        make(database_url=raw)
+    assert SECRET not in str(caught.value)
+
+
+def test_password_is_masked_in_repr_and_description() -> None:
+    settings = make(database_url=f"postgresql://app:{SECRET}@db:5432/platform")
+    url = settings.url()
+    assert url is not None
+    assert SECRET not in repr(settings)
+    assert SECRET not in repr(url)
+    assert describe_url(url) == "database 'platform' on db:5432 as user 'app', password ***"
+
+
+@pytest.mark.parametrize("raw", ["production", "PRODUCTION", " Test "])
+def test_app_env_is_case_insensitive(raw: str) -> None:
+    assert make(app_env=raw).environment() == Environment(raw.strip().lower())
+
+
+def test_unknown_app_env_names_the_allowed_values() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        make(app_env="prod")
+    assert "APP_ENV must be one of development, test, staging, production" in str(caught.value)
+
+
+def test_no_url_and_no_env_is_development() -> None:
+    assert make().environment() is Environment.DEVELOPMENT
+
+
+def test_a_url_without_app_env_is_refused() -> None:
+    settings = make(database_url="postgresql://app@db/platform")
+    with pytest.raises(ConfigurationError, match="set APP_ENV explicitly"):
+        settings.environment()
+
+
+def test_settings_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DB_DISABLE_PREPARED_STATEMENTS", "true")
+    monkeypatch.setenv("DB_POOL_SIZE", "12")
+    settings = load_settings(_env_file=None)
+    assert settings.db_disable_prepared_statements is True
+    assert settings.db_pool_size == 12
+
+
+def test_a_bad_number_is_one_line_naming_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DB_POOL_SIZE", "lots")
+    with pytest.raises(ConfigurationError, match="DB_POOL_SIZE") as caught:
+        load_settings(_env_file=None)
+    assert "\n" not in str(caught.value)
