@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from sqlalchemy.engine import URL
@@ -44,9 +45,9 @@ async def run_script(url: URL, *scripts: str) -> None:
         await conn.close()
 
 
-async def fetch(url: URL, query: str) -> list[asyncpg.Record]:
+async def fetch(url: URL, query: str) -> list[tuple[Any, ...]]:
     conn = await asyncpg.connect(asyncpg_dsn(url))
     try:
-        return list(await conn.fetch(query))
+        return [tuple(row) for row in await conn.fetch(query)]
     finally:
         await conn.close()

@@ -97,7 +97,7 @@ async def test_running_twice_leaves_exactly_the_models_tables(
 
     await reset(url, environment=Environment.TEST)
 
-    assert await public_tables(url) == [*MODEL_TABLES, "database_environment"]
+    assert await public_tables(url) == ["alembic_version", *MODEL_TABLES, "database_environment"]
     assert await fetch(url, "SELECT 1 FROM pg_type WHERE typname = 'stale_kind'") == []
     assert await row_counts(url) == dict.fromkeys(MODEL_TABLES, 0)
     marker = await fetch(url, "SELECT environment, set_by FROM database_environment")
@@ -138,7 +138,7 @@ async def test_confirmation_is_asked_only_when_there_is_something_to_lose(
     await reset(url, environment=Environment.TEST, confirm=confirm)
     assert asked == []
     await reset(url, environment=Environment.TEST, confirm=confirm)
-    assert asked == [ResetPlan(marker="test", user_tables=4)]
+    assert asked == [ResetPlan(marker="test", user_tables=5)]
 
 
 async def test_declining_changes_nothing(seeded: tuple[URL, dict[str, int]]) -> None:
@@ -162,7 +162,7 @@ async def test_concurrent_runs_are_serialised_by_the_advisory_lock(
     await holder.execute("SELECT pg_advisory_unlock($1)", INIT_DB_LOCK_KEY)
     await holder.close()
     await asyncio.gather(*runs)
-    assert await public_tables(url) == [*MODEL_TABLES, "database_environment"]
+    assert await public_tables(url) == ["alembic_version", *MODEL_TABLES, "database_environment"]
 
 
 # --- refusals, through the function ---------------------------------------------------
@@ -210,7 +210,7 @@ async def test_tables_without_a_marker_need_force(scratch_db: ScratchFactory) ->
         await reset(url, environment=Environment.TEST)
     assert (await fetch(url, "SELECT count(*) FROM analysts"))[0][0] == 1
     await reset(url, environment=Environment.TEST, force=True)
-    assert await public_tables(url) == [*MODEL_TABLES, "database_environment"]
+    assert await public_tables(url) == ["alembic_version", *MODEL_TABLES, "database_environment"]
 
 
 # --- refusals, through the command line: one line, documented exit code ---------------

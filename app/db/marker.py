@@ -79,3 +79,16 @@ def check_reset_allowed(
             f"refusing to reset: the database holds {user_tables} table(s) but no "
             f"{MARKER_TABLE} marker, so its origin is unknown; pass --force to reset it anyway"
         )
+
+
+def check_migration_allowed(marker: str | None, environment: Environment) -> None:
+    """Refuse to migrate a staging or production database from any other environment.
+
+    Unlike a reset, an unmarked database is fine: production databases predate the marker,
+    and their first migration writes it.
+    """
+    if marker is not None and marker not in RESETTABLE_ENVIRONMENTS and marker != environment:
+        raise MarkerRefusedError(
+            f"refusing to migrate: this database is marked {marker!r} but APP_ENV is "
+            f"{environment.value!r}; run the migration with APP_ENV={marker}"
+        )

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.db.errors import EnvironmentRefusedError, NotConfirmedError
 from app.db.marker import check_reset_allowed, count_user_tables, read_marker, write_marker
+from app.db.migrations import stamp_head
 from app.db.settings import RESETTABLE_ENVIRONMENTS, Environment
 from app.models import Base
 
@@ -70,6 +71,7 @@ async def init_db(
         await conn.execute(text("GRANT USAGE ON SCHEMA public TO PUBLIC"))
         await conn.run_sync(Base.metadata.create_all)
         await conn.run_sync(write_marker, environment, set_by="init_db")
+        await conn.run_sync(stamp_head)  # the schema is head's: later migrations apply
         seeded: dict[str, int] = {}
         if seed:
             from app.db.seed import load_sample

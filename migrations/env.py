@@ -1,0 +1,97 @@
+"""Alembic environment: async, configured from the application's settings.
+
+Online runs refuse a database marked staging or production from any other environment,
+hold the same advisory lock as init_db (so neither interleaves with the other), and write
+the environment marker when they finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from logging.config import fileConfig
+from typing import Any
+
+from alembic import context
+from alembic.util import CommandError
+from sqlalchemy import Connection
+from sqlalchemy.engine import URL
+
+from app.db.embedded import database_url
+from app.db.engine import engine_from_settings, translate_connect_errors
+from app.db.errors import DatabaseSetupError
+from app.db.marker import MARKER_TABLE, check_migration_allowed, read_marker, write_marker
+from app.db.schema import INIT_DB_LOCK_KEY
+from app.db.settings import Environment, load_settings
+from app.models import Base
+
+config = context.config
+if config.cmd_opts is not None and config.config_file_name:  # the alembic command line
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
+
+
+def _include_object(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
+    """The marker table is bookkeeping, not part of the models."""
+    return not (type_ == "table" and name == MARKER_TABLE)
+
+
+OPTIONS: dict[str, Any] = {
+    "target_metadata": Base.metadata,
+    "compare_type": True,
+    "compare_server_default": True,
+    "transaction_per_migration": True,
+    "include_object": _include_object,
+}
+
+
+async def _target() -> tuple[URL, Environment]:
+    """The URL and environment: from the caller (tests, tools) or from the settings."""
+    environment = config.attributes.get("environment") or settings.environment()
+    url = config.attributes.get("url") or await database_url(settings, environment)
+    return url, environment
+
+
+def run_migrations_offline() -> None:
+    url = settings.url() or URL.create("postgresql")
+    context.configure(url=url, literal_binds=True, **OPTIONS)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def _run_sync(conn: Connection, environment: Environment) -> None:
+    conn.exec_driver_sql(f"SELECT pg_advisory_lock({INIT_DB_LOCK_KEY})")
+    try:
+        check_migration_allowed(read_marker(conn), environment)
+        conn.commit()
+        context.configure(connection=conn, **OPTIONS)
+        with context.begin_transaction():
+            context.run_migrations()
+        if "revision_context" not in context.get_context().opts:  # not `check`/autogenerate
+            write_marker(conn, environment, set_by="alembic")
+        conn.commit()
+    finally:
+        conn.rollback()
+        conn.exec_driver_sql(f"SELECT pg_advisory_unlock({INIT_DB_LOCK_KEY})")
+        conn.commit()
+
+
+async def run_migrations_online() -> None:
+    url, environment = await _target()
+    engine = engine_from_settings(settings, url, null_pool=True)
+    try:
+        with translate_connect_errors(url):
+            async with engine.connect() as conn:
+                await conn.run_sync(_run_sync, environment)
+    finally:
+        await engine.dispose()
+
+
+try:
+    settings = load_settings()
+    if context.is_offline_mode():
+        run_migrations_offline()
+    else:
+        asyncio.run(run_migrations_online())
+except DatabaseSetupError as exc:  # one line ("FAILED: ..."), not a traceback
+    raise CommandError(str(exc)) from None
