@@ -6,6 +6,7 @@ whether they are validated.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, text
@@ -33,7 +34,7 @@ WHERE n.nspname = :schema
 """
 
 _CONSTRAINTS = """
-SELECT t.relname, con.conname, con.contype, pg_get_constraintdef(con.oid), con.convalidated
+SELECT t.relname, con.conname, con.contype::text, pg_get_constraintdef(con.oid), con.convalidated
 FROM pg_constraint con
 JOIN pg_class t ON t.oid = con.conrelid
 JOIN pg_namespace n ON n.oid = t.relnamespace
@@ -75,6 +76,8 @@ def read_schema(
             tables.setdefault(table, Table()).columns.append(Column(name, type_, not_null, default))
     for table, name, definition, valid in conn.execute(text(_INDEXES), params):
         if table in tables:
+            # pg_get_indexdef always names the table's schema: drop it, as for the rest.
+            definition = re.sub(r" ON (ONLY )?[^ .]+\.", r" ON \1", definition, count=1)
             tables[table].indexes[name] = (definition, valid)
     for table, name, kind, definition, validated in conn.execute(text(_CONSTRAINTS), params):
         if table in tables:
