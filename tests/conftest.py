@@ -36,9 +36,10 @@ def settings() -> Settings:
 @pytest.fixture(scope="session")
 async def test_url(settings: Settings) -> URL:
     if settings.test_database_url is not None:
-        return parse_database_url(
+        url = parse_database_url(
             settings.test_database_url.get_secret_value(), setting="TEST_DATABASE_URL"
         )
+        return await ensure_database(url.set(database="postgres"), str(url.database))
     admin = server_url(settings.embedded_pgdata)
     return await ensure_database(admin, DATABASE_NAMES[Environment.TEST])
 
