@@ -15,7 +15,7 @@ SET lock_timeout = '0';
 
 DROP INDEX CONCURRENTLY IF EXISTS idx_data_collection_logs_collection_job_id;
 
-SET lock_timeout = '50ms';
+SET lock_timeout = '25ms';
 
 ALTER TABLE data_collection_logs DROP COLUMN IF EXISTS collection_job_id;
 

@@ -11,7 +11,7 @@ BEGIN;
 
 COMMIT;
 
-SET lock_timeout = '50ms';
+SET lock_timeout = '25ms';
 
 CREATE TABLE IF NOT EXISTS collection_jobs (
     id UUID PRIMARY KEY DEFAULT gen_random_uuid(),
@@ -51,7 +51,7 @@ SET lock_timeout = '0';
 
 ALTER TABLE data_collection_logs VALIDATE CONSTRAINT data_collection_logs_collection_job_id_fkey;
 
-SET lock_timeout = '50ms';
+SET lock_timeout = '25ms';
 
 DO $$
 BEGIN

@@ -26,10 +26,10 @@ from app.db.settings import PROJECT_ROOT
 
 log = logging.getLogger(__name__)
 
-LOCK_TIMEOUT = "50ms"
+LOCK_TIMEOUT = "25ms"
 """Longest a blocking step may make writers queue behind it."""
 MAX_ATTEMPTS = 40
-BACKOFF_START, BACKOFF_MAX = 0.05, 2.0
+BACKOFF_START, BACKOFF_MAX = 0.2, 2.0
 """Seconds between attempts: doubling from BACKOFF_START up to BACKOFF_MAX, jittered."""
 
 _LOCK_NOT_AVAILABLE = "55P03"
@@ -66,13 +66,13 @@ def _timeout(step: Step) -> str:
 
 def _run_with_retries(conn: Connection, sql: str, timeout: str) -> None:
     summary = " ".join(sql.split())[:70]
+    started = time.monotonic()
     for attempt in range(1, MAX_ATTEMPTS + 1):
         try:
             conn.exec_driver_sql(f"SET lock_timeout = '{timeout}'")
             conn.exec_driver_sql(sql)
             conn.exec_driver_sql("RESET lock_timeout")
-            if attempt > 1:
-                log.info("done on attempt %d: %s", attempt, summary)
+            log.info("%.3fs, attempt %d: %s", time.monotonic() - started, attempt, summary)
             return
         except DBAPIError as exc:
             lock_timeout = getattr(exc.orig, "sqlstate", None) == _LOCK_NOT_AVAILABLE

@@ -1,0 +1,221 @@
+"""How long writers of data_collection_logs stall while the collection-jobs migration runs.
+
+    python -m benchmarks.migration_lock [--rows 1000000 5000000] [--hold 5]
+
+For each table size: fill data_collection_logs at the baseline revision, then run a steady
+writer (one INSERT and one UPDATE of a random row every 2 ms on a fixed schedule; latency
+is measured from each write's scheduled time, so time spent waiting counts) while migrating
+(a) with the guide's SQL in one transaction and (b) with `alembic upgrade head`; then both
+again while another session holds a transaction open on the table for --hold seconds as
+the migration starts. Runs on the embedded server (or DATABASE_URL's server), in scratch
+databases it drops afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import asyncpg
+from sqlalchemy.engine import URL
+
+from app.db.embedded import database_url
+from app.db.settings import PROJECT_ROOT, Environment, asyncpg_dsn, load_settings
+from tests.guide import ALTER_LOGS, CREATE_TABLE
+
+PERIOD = 0.002
+
+
+@dataclass
+class Result:
+    wall: float
+    latencies: list[float]
+
+    def row(self, label: str) -> str:
+        lat = sorted(self.latencies)
+        p99 = lat[int(len(lat) * 0.99)] if lat else 0.0
+        slow = sum(x > 0.1 for x in lat)
+        return (
+            f"{label:<28} {self.wall:8.2f} s  stall {max(lat, default=0) * 1000:8.1f} ms  "
+            f"p99 {p99 * 1000:7.1f} ms  >100ms {slow:5d}  writes {len(lat)}"
+        )
+
+
+async def writer(dsn: str, ids: list[object], stop: asyncio.Event, out: list[float]) -> None:
+    conn = await asyncpg.connect(dsn)
+    analyst = await conn.fetchval("SELECT id FROM analysts LIMIT 1")
+    start = time.perf_counter()
+    k = 0
+    try:
+        while not stop.is_set():
+            scheduled = start + k * PERIOD
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await conn.execute(
+                "INSERT INTO data_collection_logs (analyst_id, collection_type, status)"
+                " VALUES ($1, 'news', 'success')",
+                analyst,
+            )
+            await conn.execute(
+                "UPDATE data_collection_logs SET records_collected = records_collected + 1"
+                " WHERE id = $1",
+                random.choice(ids),
+            )
+            out.append(time.perf_counter() - scheduled)
+            if os.environ.get("BENCH_DEBUG") and out[-1] > 0.05:
+                print(
+                    f"  slow write at {time.time():.3f}: {out[-1] * 1000:.0f} ms", file=sys.stderr
+                )
+            k += 1
+    finally:
+        await conn.close()
+
+
+async def hold_transaction(dsn: str, seconds: float, started: asyncio.Event) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with conn.transaction():
+            await conn.execute("LOCK TABLE data_collection_logs IN ROW EXCLUSIVE MODE")
+            started.set()
+            await asyncio.sleep(seconds)
+    finally:
+        await conn.close()
+
+
+async def migrate_with_guide_sql(url: URL) -> None:
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        await conn.execute(f"BEGIN;\n{CREATE_TABLE}\n{ALTER_LOGS}\nCOMMIT;")
+    finally:
+        await conn.close()
+
+
+async def migrate_with_alembic(url: URL) -> None:
+    env = {**os.environ, "DATABASE_URL": url.render_as_string(hide_password=False)}
+    env["APP_ENV"] = Environment.DEVELOPMENT.value
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "alembic",
+        "upgrade",
+        "head",
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=None if os.environ.get("BENCH_DEBUG") else asyncio.subprocess.DEVNULL,
+    )
+    if await proc.wait() != 0:
+        raise RuntimeError("alembic upgrade head failed")
+
+
+async def measure(url: URL, method: str, hold: float) -> Result:
+    dsn = asyncpg_dsn(url)
+    conn = await asyncpg.connect(dsn)
+    ids = [
+        r[0]
+        for r in await conn.fetch(
+            "SELECT id FROM data_collection_logs TABLESAMPLE SYSTEM (1) LIMIT 20000"
+        )
+    ]
+    await conn.close()
+    latencies: list[float] = []
+    stop = asyncio.Event()
+    task = asyncio.create_task(writer(dsn, ids, stop, latencies))
+    await asyncio.sleep(1.0)  # steady state first
+    latencies.clear()
+    holder = None
+    if hold:
+        held = asyncio.Event()
+        holder = asyncio.create_task(hold_transaction(dsn, hold, held))
+        await held.wait()
+    started = time.perf_counter()
+    if os.environ.get("BENCH_DEBUG"):
+        print(f"  migration starts at {time.time():.3f}", file=sys.stderr)
+    await (migrate_with_guide_sql(url) if method == "guide" else migrate_with_alembic(url))
+    wall = time.perf_counter() - started
+    await asyncio.sleep(0.5)
+    stop.set()
+    await task
+    if holder:
+        await holder
+    return Result(wall, latencies)
+
+
+async def admin(url: URL, sql: str) -> None:
+    conn = await asyncpg.connect(asyncpg_dsn(url.set(database="postgres")))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def build_template(url: URL, rows: int) -> None:
+    await admin(url, f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
+    await admin(url, f'CREATE DATABASE "{url.database}"')
+    env = {
+        **os.environ,
+        "DATABASE_URL": url.render_as_string(hide_password=False),
+        "APP_ENV": "development",
+    }
+    await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "alembic", "upgrade", "3f9c1a2b7d10"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        await conn.execute(
+            "INSERT INTO analysts (email, name) SELECT 'b' || g || '@x', 'B'"
+            " FROM generate_series(1, 100) g"
+        )
+        await conn.execute(
+            "INSERT INTO data_collection_logs (analyst_id, collection_type, status,"
+            " records_collected, message, started_at, completed_at)"
+            " SELECT (SELECT id FROM analysts ORDER BY email LIMIT 1 OFFSET g % 100), 'news',"
+            " 'success', g % 1000, 'collected ' || g, now(), now()"
+            f" FROM generate_series(1, {rows}) g"
+        )
+        await conn.execute("VACUUM ANALYZE data_collection_logs")
+    finally:
+        await conn.close()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 5_000_000])
+    parser.add_argument("--hold", type=float, default=5.0)
+    args = parser.parse_args()
+    settings = load_settings()
+    base = await database_url(settings, settings.environment())
+    print(f"{'case':<28} {'migration':>10}  {'longest stall':>19}  {'p99':>14}  {'>100ms':>11}")
+    for rows in args.rows:
+        template = base.set(database=f"bench_template_{rows}")
+        await build_template(template, rows)
+        for hold in (0.0, args.hold):
+            for method in ("guide", "alembic"):
+                scratch = base.set(database=f"bench_{method}_{rows}")
+                await admin(base, f'DROP DATABASE IF EXISTS "{scratch.database}" WITH (FORCE)')
+                await admin(
+                    base, f'CREATE DATABASE "{scratch.database}" TEMPLATE "{template.database}"'
+                )
+                try:
+                    result = await measure(scratch, method, hold)
+                finally:
+                    await admin(base, f'DROP DATABASE IF EXISTS "{scratch.database}" WITH (FORCE)')
+                label = f"{rows // 1_000_000}M {method}" + (f" +{hold:.0f}s txn" if hold else "")
+                print(result.row(label), flush=True)
+        await admin(base, f'DROP DATABASE IF EXISTS "{template.database}" WITH (FORCE)')
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
