@@ -11,6 +11,8 @@ BEGIN;
 
 COMMIT;
 
+SET max_parallel_maintenance_workers = 0;
+
 SET lock_timeout = '0';
 
 DROP INDEX CONCURRENTLY IF EXISTS idx_data_collection_logs_collection_job_id;
@@ -22,6 +24,8 @@ ALTER TABLE data_collection_logs DROP COLUMN IF EXISTS collection_job_id;
 DROP TABLE IF EXISTS collection_jobs;
 
 RESET lock_timeout;
+
+RESET max_parallel_maintenance_workers;
 
 BEGIN;
 

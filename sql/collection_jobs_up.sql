@@ -11,6 +11,8 @@ BEGIN;
 
 COMMIT;
 
+SET max_parallel_maintenance_workers = 0;
+
 SET lock_timeout = '25ms';
 
 CREATE TABLE IF NOT EXISTS collection_jobs (
@@ -68,6 +70,8 @@ SET lock_timeout = '0';
 CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_data_collection_logs_collection_job_id ON data_collection_logs(collection_job_id);
 
 RESET lock_timeout;
+
+RESET max_parallel_maintenance_workers;
 
 BEGIN;
 

@@ -46,18 +46,22 @@ def run_steps(steps: Sequence[Step]) -> None:
     """Run `steps` outside any transaction, each committed on its own."""
     context = op.get_context()
     with context.autocommit_block():
+        # An online index build should be gentle: parallel workers would take the CPU the
+        # table's writers need (measured in benchmarks/migration_lock.py).
+        op.execute("SET max_parallel_maintenance_workers = 0")
         if not context.as_sql:
             for step in steps:
                 _run_with_retries(op.get_bind(), step.sql, _timeout(step))
-            return
-        # Plain SQL can't retry: after a lock timeout the DBA runs the file again.
-        current = None
-        for step in steps:
-            if _timeout(step) != current:
-                current = _timeout(step)
-                op.execute(f"SET lock_timeout = '{current}'")
-            op.execute(step.sql)
-        op.execute("RESET lock_timeout")
+        else:
+            # Plain SQL can't retry: after a lock timeout the DBA runs the file again.
+            current = None
+            for step in steps:
+                if _timeout(step) != current:
+                    current = _timeout(step)
+                    op.execute(f"SET lock_timeout = '{current}'")
+                op.execute(step.sql)
+            op.execute("RESET lock_timeout")
+        op.execute("RESET max_parallel_maintenance_workers")
 
 
 def _timeout(step: Step) -> str:
