@@ -23,6 +23,7 @@ from pathlib import Path
 import asyncpg
 from sqlalchemy.engine import URL
 
+from app.db.cli import run_command
 from app.db.embedded import database_url
 from app.db.engine import translate_connect_errors
 from app.db.errors import DatabaseSetupError
@@ -41,9 +42,13 @@ class BackupFailedError(DatabaseSetupError):
 
 def check_server_version(version_num: int) -> None:
     if version_num < MINIMUM_SERVER:
-        major = version_num // 10000 if version_num >= 100000 else version_num / 10000
+        # 120017 is 12.17; before 10 the scheme was 90624 for 9.6.24
+        if version_num >= 100000:
+            version = f"{version_num // 10000}.{version_num % 10000}"
+        else:
+            version = f"{version_num // 10000}.{version_num // 100 % 100}.{version_num % 100}"
         raise ServerTooOldError(
-            f"the server runs PostgreSQL {major}; 13 or newer is needed "
+            f"the server runs PostgreSQL {version}; 13 or newer is needed "
             "(gen_random_uuid() is built in from 13): upgrade it before migrating"
         )
 
@@ -126,11 +131,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dir", type=Path, default=PROJECT_ROOT / "backups")
     args = parser.parse_args()
-    try:
-        return asyncio.run(run(args.dir))
-    except DatabaseSetupError as exc:
-        print(f"backup_db: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+    return run_command("backup_db", run(args.dir))
 
 
 if __name__ == "__main__":

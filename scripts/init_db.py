@@ -10,14 +10,14 @@ Development and test only. With no DATABASE_URL it uses the embedded server. Exi
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 
+from app.db.cli import run_command
 from app.db.embedded import database_url
 from app.db.engine import engine_from_settings, translate_connect_errors
-from app.db.errors import DatabaseSetupError, EnvironmentRefusedError, NotConfirmedError
-from app.db.schema import Confirm, ResetPlan, ResetResult, init_db
-from app.db.settings import RESETTABLE_ENVIRONMENTS, describe_url, load_settings
+from app.db.errors import NotConfirmedError
+from app.db.schema import Confirm, ResetPlan, init_db, require_resettable
+from app.db.settings import describe_url, load_settings
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -56,21 +56,17 @@ def _confirmer(target: str, assume_yes: bool) -> Confirm:
     return confirm
 
 
-async def _run(args: argparse.Namespace) -> ResetResult:
+async def _run(args: argparse.Namespace) -> int:
     settings = load_settings()
     environment = settings.environment()
-    if environment not in RESETTABLE_ENVIRONMENTS:
-        raise EnvironmentRefusedError(
-            f"refusing to run with APP_ENV={environment.value}; init_db is for development "
-            "and test only (production uses `alembic upgrade head`)"
-        )
+    require_resettable(environment)  # before connecting to anything
     url = await database_url(settings, environment)
     target = describe_url(url)
     print(f"init_db: target {target} (APP_ENV={environment.value})")
     engine = engine_from_settings(settings, url, null_pool=True)
     try:
         with translate_connect_errors(url):
-            return await init_db(
+            result = await init_db(
                 engine,
                 environment=environment,
                 force=args.force,
@@ -79,22 +75,14 @@ async def _run(args: argparse.Namespace) -> ResetResult:
             )
     finally:
         await engine.dispose()
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = _parse_args(argv)
-    try:
-        result = asyncio.run(_run(args))
-    except DatabaseSetupError as exc:
-        print(f"init_db: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("init_db: interrupted; nothing was changed", file=sys.stderr)
-        return 130
     print(f"init_db: recreated {', '.join(result.tables)}")
     if result.seeded:
         print("init_db: seeded " + ", ".join(f"{n} {t}" for t, n in result.seeded.items()))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command("init_db", _run(_parse_args(argv)))
 
 
 if __name__ == "__main__":

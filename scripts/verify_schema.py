@@ -10,14 +10,13 @@ and init_db's codes (2, 6, 7) for settings and connection failures.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 
 from sqlalchemy import Connection, text
 
+from app.db.cli import run_command
 from app.db.embedded import database_url
 from app.db.engine import engine_from_settings, translate_connect_errors
-from app.db.errors import DatabaseSetupError
 from app.db.introspect import diff_schemas, read_schema
 from app.db.settings import describe_url, load_settings
 from app.models import Base
@@ -95,11 +94,7 @@ async def run() -> int:
 
 
 def main() -> int:
-    try:
-        return asyncio.run(run())
-    except DatabaseSetupError as exc:
-        print(f"verify_schema: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+    return run_command("verify_schema", run())
 
 
 if __name__ == "__main__":

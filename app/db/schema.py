@@ -39,6 +39,14 @@ class ResetResult:
 Confirm = Callable[[ResetPlan], bool]
 
 
+def require_resettable(environment: Environment) -> None:
+    if environment not in RESETTABLE_ENVIRONMENTS:
+        raise EnvironmentRefusedError(
+            f"refusing to run with APP_ENV={environment.value}; init_db is for development "
+            "and test only (production uses `alembic upgrade head`)"
+        )
+
+
 async def init_db(
     engine: AsyncEngine,
     *,
@@ -53,11 +61,7 @@ async def init_db(
     whose marker forbids it (see `check_reset_allowed`), or when `confirm` says no.
     `confirm` is asked only when there is something to lose.
     """
-    if environment not in RESETTABLE_ENVIRONMENTS:
-        raise EnvironmentRefusedError(
-            f"refusing to reset a {environment.value} database; init_db is for "
-            "development and test only (use `alembic upgrade head`)"
-        )
+    require_resettable(environment)
     async with engine.connect() as conn, conn.begin():
         await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": INIT_DB_LOCK_KEY})
         marker = await conn.run_sync(read_marker)
