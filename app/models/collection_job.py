@@ -13,6 +13,9 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from app.models.base import TIMESTAMPTZ, Base, Timestamps, UUIDPrimaryKey
 from app.models.enums import JobStatus, StrEnumType
 
+ERROR_MESSAGE_MAX_LENGTH = 500
+"""The guide's `VARCHAR(500)`; the service cuts longer messages to this."""
+
 if TYPE_CHECKING:
     from app.models.analyst import Analyst
     from app.models.data_collection_log import DataCollectionLog
@@ -41,7 +44,7 @@ class CollectionJob(UUIDPrimaryKey, Timestamps, Base):
     estimated_completion_time: Mapped[datetime | None] = mapped_column(TIMESTAMPTZ)
     started_at: Mapped[datetime | None] = mapped_column(TIMESTAMPTZ)
     completed_at: Mapped[datetime | None] = mapped_column(TIMESTAMPTZ)
-    error_message: Mapped[str | None] = mapped_column(String(500))
+    error_message: Mapped[str | None] = mapped_column(String(ERROR_MESSAGE_MAX_LENGTH))
 
     analyst: Mapped[Analyst] = relationship(back_populates="collection_jobs", lazy="raise")
     logs: Mapped[list[DataCollectionLog]] = relationship(back_populates="job", lazy="raise")

@@ -1,0 +1,1 @@
+"""Operations over the models for the platform's API and workers."""

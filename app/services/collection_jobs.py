@@ -1,0 +1,686 @@
+"""The collection job lifecycle, for the platform's API and its workers.
+
+Every change is one SQL statement whose WHERE clause states what must still be true
+(`status IN (...)`), so any number of callers on any number of machines can write at once:
+nothing is read into Python and written back, and a lost race is reported, never papered
+over. The functions take the caller's `AsyncSession` and never commit; the caller's unit of
+work (`app.db.engine.session_scope`) does. Workers should commit each report at once: an
+open transaction keeps the job's row locked.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from numbers import Real
+from typing import Any, Generic, NamedTuple, TypeVar
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import field_validator as pydantic_field_validator
+from pydantic_core import PydanticCustomError
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    any_,
+    bindparam,
+    case,
+    cast,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    true,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import (
+    Analyst,
+    Base,
+    CollectionJob,
+    CollectionType,
+    DataCollectionLog,
+    JobStatus,
+    LogStatus,
+)
+from app.models.base import TIMESTAMPTZ
+from app.models.collection_job import ERROR_MESSAGE_MAX_LENGTH
+
+T = TypeVar("T")
+
+JOBS = Base.metadata.tables[CollectionJob.__tablename__]
+LOGS = Base.metadata.tables[DataCollectionLog.__tablename__]
+"""The tables, for the statements that need no ORM objects back (the fast paths)."""
+
+MAX_PAGE_SIZE = 1000
+
+
+# --- Errors: each message is one line, fit to show the caller --------------------------------
+
+
+class CollectionJobError(Exception):
+    """Base of this module's errors."""
+
+
+class JobValidationError(CollectionJobError, ValueError):
+    """Bad input, named by field; nothing was written."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+class JobNotFoundError(CollectionJobError, LookupError):
+    def __init__(self, job_id: uuid.UUID) -> None:
+        super().__init__(f"collection job {job_id} does not exist")
+        self.job_id = job_id
+
+
+class InvalidTransitionError(CollectionJobError):
+    """The job's status does not allow the change (or another caller changed it first)."""
+
+    def __init__(self, job_id: uuid.UUID, current: JobStatus, target: JobStatus) -> None:
+        super().__init__(f"collection job {job_id} is {current}; it cannot become {target}")
+        self.job_id = job_id
+        self.current = current
+        self.target = target
+
+
+class JobNotRunningError(CollectionJobError):
+    """A progress report reached a job this worker no longer runs: stop working on it.
+
+    The job was cancelled, failed, or put back to pending (and perhaps claimed again by
+    another worker, when the report names the run it belongs to).
+    """
+
+    def __init__(self, job_id: uuid.UUID, status: JobStatus, detail: str = "") -> None:
+        super().__init__(f"collection job {job_id} is {status}{detail}; progress not recorded")
+        self.job_id = job_id
+        self.status = status
+
+
+# --- Create --------------------------------------------------------------------------------
+
+
+class NewCollectionJob(BaseModel):
+    """What it takes to start a collection; usable as an API request body as it is."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    analyst_id: uuid.UUID
+    collection_types: list[CollectionType] = Field(min_length=1)
+    start_date: AwareDatetime
+    end_date: AwareDatetime
+
+    @pydantic_field_validator("collection_types")
+    @classmethod
+    def _no_duplicates(cls, types: list[CollectionType]) -> list[CollectionType]:
+        seen: set[CollectionType] = set()
+        for collection_type in types:
+            if collection_type in seen:
+                raise PydanticCustomError(
+                    "duplicate", "{type} is listed twice", {"type": collection_type.value}
+                )
+            seen.add(collection_type)
+        return types
+
+    @pydantic_field_validator("end_date")
+    @classmethod
+    def _not_before_start(cls, end: datetime, info: Any) -> datetime:
+        start = info.data.get("start_date")
+        if start is not None and end < start:
+            raise PydanticCustomError("date_range", "must not be before start_date", {})
+        return end
+
+
+def validate_new_job(**fields: Any) -> NewCollectionJob:
+    """Check a request to create a job; the first problem raises `JobValidationError`."""
+    try:
+        return NewCollectionJob(**fields)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        field = str(error["loc"][0]) if error["loc"] else "request"
+        raise JobValidationError(field, error["msg"]) from None
+
+
+async def create_job(
+    session: AsyncSession,
+    *,
+    analyst_id: uuid.UUID,
+    collection_types: Sequence[CollectionType | str],
+    start_date: datetime,
+    end_date: datetime,
+) -> CollectionJob:
+    """Add a pending job. One INSERT that writes nothing when the analyst does not exist,
+    so a bad analyst id is a validation error and the caller's transaction stays usable."""
+    request = validate_new_job(
+        analyst_id=analyst_id,
+        collection_types=collection_types,
+        start_date=start_date,
+        end_date=end_date,
+    )
+    row = select(
+        literal(request.analyst_id, UUID(as_uuid=True)),
+        literal([t.value for t in request.collection_types], ARRAY(Text)),
+        literal(request.start_date, TIMESTAMPTZ),
+        literal(request.end_date, TIMESTAMPTZ),
+    ).where(exists().where(Analyst.id == request.analyst_id))
+    statement = (
+        insert(CollectionJob)
+        .from_select(["analyst_id", "collection_types", "start_date", "end_date"], row)
+        .returning(CollectionJob)
+    )
+    job = (await session.scalars(statement)).one_or_none()
+    if job is None:
+        raise JobValidationError("analyst_id", f"no analyst with id {request.analyst_id}")
+    return job
+
+
+# --- Status machine ------------------------------------------------------------------------
+
+ALLOWED_FROM: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.RUNNING: frozenset({JobStatus.PENDING}),
+    JobStatus.COMPLETED: frozenset({JobStatus.RUNNING}),
+    JobStatus.FAILED: frozenset({JobStatus.RUNNING}),
+    JobStatus.CANCELLED: frozenset({JobStatus.PENDING, JobStatus.RUNNING}),
+}
+"""For each status, the statuses a job may reach it from."""
+
+_now = func.statement_timestamp
+"""The time of the statement: the same instant `updated_at` gets on every update."""
+
+_job_type_names = func.unnest(CollectionJob.collection_types).table_valued("name")
+_ALL_TYPES_DONE = (
+    select(func.jsonb_object_agg(_job_type_names.c.name, 100))
+    .select_from(_job_type_names)
+    .scalar_subquery()
+)
+
+
+async def _transition(
+    session: AsyncSession, job_id: uuid.UUID, target: JobStatus, **values: Any
+) -> CollectionJob:
+    statement = (
+        update(CollectionJob)
+        .where(CollectionJob.id == job_id, CollectionJob.status.in_(ALLOWED_FROM[target]))
+        .values(status=target, **values)
+        .returning(CollectionJob)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    )
+    job = (await session.scalars(statement)).one_or_none()
+    if job is None:
+        current = await session.scalar(
+            select(CollectionJob.status).where(CollectionJob.id == job_id)
+        )
+        if current is None:
+            raise JobNotFoundError(job_id)
+        raise InvalidTransitionError(job_id, current, target)
+    return job
+
+
+async def start_job(session: AsyncSession, job_id: uuid.UUID) -> CollectionJob:
+    """pending -> running, for a worker that picked this job by id (see `claim_next_job`)."""
+    return await _transition(
+        session, job_id, JobStatus.RUNNING, started_at=_now(), estimated_completion_time=None
+    )
+
+
+async def complete_job(session: AsyncSession, job_id: uuid.UUID) -> CollectionJob:
+    """running -> completed; every type shows 100 and the job 100.0."""
+    return await _transition(
+        session,
+        job_id,
+        JobStatus.COMPLETED,
+        completed_at=_now(),
+        progress=_ALL_TYPES_DONE,
+        overall_progress="100.0",
+        estimated_completion_time=None,
+    )
+
+
+async def fail_job(session: AsyncSession, job_id: uuid.UUID, error_message: str) -> CollectionJob:
+    """running -> failed; a message longer than the column is cut, not refused."""
+    return await _transition(
+        session,
+        job_id,
+        JobStatus.FAILED,
+        completed_at=_now(),
+        error_message=_cut_error_message(error_message),
+        estimated_completion_time=None,
+    )
+
+
+async def cancel_job(session: AsyncSession, job_id: uuid.UUID) -> CollectionJob:
+    """pending|running -> cancelled. A running job's worker learns it on its next report."""
+    return await _transition(
+        session, job_id, JobStatus.CANCELLED, completed_at=_now(), estimated_completion_time=None
+    )
+
+
+def _cut_error_message(message: str) -> str:
+    if not isinstance(message, str):
+        raise JobValidationError("error_message", "must be a string")
+    return message[:ERROR_MESSAGE_MAX_LENGTH]
+
+
+# --- Progress ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressReport:
+    """The job's progress right after a report was recorded."""
+
+    progress: dict[str, float]
+    overall_progress: float
+    estimated_completion_time: datetime | None
+
+
+def _percent_of(progress: ColumnElement[Any], collection_type: ColumnElement[Any]) -> Any:
+    """`progress ->> type` as a number; a type not reported yet counts 0."""
+    return func.coalesce(cast(progress.op("->>")(collection_type), Float), 0.0)
+
+
+def _progress_statement() -> Any:
+    """One UPDATE that merges a report into the JSONB and recomputes everything from it.
+
+    Every value is computed from the row being updated, which PostgreSQL re-reads after
+    waiting for a concurrent writer's lock: no report is ever lost. Per type the larger
+    value wins, so reports that arrive out of order never move progress backwards.
+    """
+    jobs = JOBS.c
+    collection_type = bindparam("collection_type", type_=Text)
+    percent = bindparam("percent", type_=Float)
+    merged = func.coalesce(jobs.progress, literal({}, JSONB)).op("||", return_type=JSONB)(
+        func.jsonb_build_object(
+            collection_type, func.greatest(_percent_of(jobs.progress, collection_type), percent)
+        )
+    )
+    type_names = func.unnest(jobs.collection_types).table_valued("name")
+    mean = (
+        select(func.avg(_percent_of(merged, type_names.c.name)))
+        .select_from(type_names)
+        .scalar_subquery()
+    )
+    elapsed = _now() - jobs.started_at
+    return (
+        update(JOBS)
+        .where(
+            jobs.id == bindparam("job_id", type_=UUID(as_uuid=True)),
+            jobs.status == JobStatus.RUNNING,
+            collection_type == any_(jobs.collection_types),
+            # NULL (no run named) matches any run.
+            func.coalesce(bindparam("run_started_at", type_=TIMESTAMPTZ) == jobs.started_at, True),
+        )
+        .values(
+            progress=merged,
+            overall_progress=cast(func.round(cast(mean, Numeric), 1), String),
+            estimated_completion_time=case(
+                (mean > 0, jobs.started_at + elapsed * (literal(100.0) / mean)), else_=None
+            ),
+        )
+        .returning(jobs.progress, jobs.overall_progress, jobs.estimated_completion_time)
+    )
+
+
+PROGRESS_STATEMENT = _progress_statement()
+"""Built once; parameters `job_id`, `collection_type`, `percent`, `run_started_at`."""
+
+
+async def report_progress(
+    session: AsyncSession,
+    job_id: uuid.UUID,
+    collection_type: CollectionType | str,
+    percent: float,
+    *,
+    run_started_at: datetime | None = None,
+) -> ProgressReport:
+    """Record a worker's progress (0-100) for one of the job's types.
+
+    Raises `JobNotRunningError` when the job is no longer running: that is how a worker
+    learns its job was cancelled. Pass the `started_at` that `claim_next_job` returned as
+    `run_started_at` to refuse reports from a run that was requeued and claimed again.
+    """
+    type_value = _collection_type(collection_type, "collection_type")
+    value = _percent(percent)
+    result = await session.execute(
+        PROGRESS_STATEMENT,
+        {
+            "job_id": job_id,
+            "collection_type": type_value,
+            "percent": value,
+            "run_started_at": run_started_at,
+        },
+    )
+    row = result.one_or_none()
+    if row is not None:
+        return ProgressReport(
+            progress={name: float(value) for name, value in row.progress.items()},
+            overall_progress=float(row.overall_progress),
+            estimated_completion_time=row.estimated_completion_time,
+        )
+    raise await _why_not_recorded(session, job_id, type_value, run_started_at)
+
+
+async def _why_not_recorded(
+    session: AsyncSession, job_id: uuid.UUID, collection_type: str, run: datetime | None
+) -> CollectionJobError:
+    row = (
+        await session.execute(
+            select(
+                CollectionJob.status, CollectionJob.collection_types, CollectionJob.started_at
+            ).where(CollectionJob.id == job_id)
+        )
+    ).one_or_none()
+    if row is None:
+        return JobNotFoundError(job_id)
+    if row.status is not JobStatus.RUNNING:
+        return JobNotRunningError(job_id, row.status)
+    if collection_type not in row.collection_types:
+        return JobValidationError(
+            "collection_type",
+            f"{collection_type} is not one of this job's types ({', '.join(row.collection_types)})",
+        )
+    if run is not None and run != row.started_at:
+        return JobNotRunningError(job_id, row.status, " again in a newer run")
+    # It was not running at the update and is running now: a claim came in between.
+    return JobNotRunningError(job_id, row.status, " in a run that began after this report")
+
+
+def _collection_type(value: CollectionType | str, field: str) -> str:
+    try:
+        return CollectionType(value).value
+    except ValueError:
+        known = ", ".join(t.value for t in CollectionType)
+        raise JobValidationError(field, f"{value!r} is not a known type ({known})") from None
+
+
+def _percent(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise JobValidationError("percent", f"must be a number, not {type(value).__name__}")
+    number = float(value)
+    if math.isnan(number) or not 0.0 <= number <= 100.0:
+        raise JobValidationError("percent", f"must be between 0 and 100, not {number}")
+    return number
+
+
+# --- Claiming and stalled jobs -------------------------------------------------------------
+
+
+async def claim_next_job(session: AsyncSession) -> CollectionJob | None:
+    """Take the oldest pending job and make it running, in one statement; None if none.
+
+    Jobs that other workers are claiming at the same moment are skipped (SKIP LOCKED),
+    so no two workers ever get the same job and none waits for another.
+    """
+    oldest_pending = (
+        select(CollectionJob.id)
+        .where(CollectionJob.status == JobStatus.PENDING)
+        .order_by(CollectionJob.created_at, CollectionJob.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    statement = (
+        update(CollectionJob)
+        .where(CollectionJob.id == oldest_pending, CollectionJob.status == JobStatus.PENDING)
+        .values(status=JobStatus.RUNNING, started_at=_now(), estimated_completion_time=None)
+        .returning(CollectionJob)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    )
+    return (await session.scalars(statement)).one_or_none()
+
+
+def _stalled(stalled_for: timedelta) -> list[ColumnElement[bool]]:
+    if not isinstance(stalled_for, timedelta) or stalled_for <= timedelta(0):
+        raise JobValidationError("stalled_for", "must be a positive timedelta")
+    return [
+        CollectionJob.status == JobStatus.RUNNING,
+        CollectionJob.updated_at < _now() - stalled_for,
+    ]
+
+
+async def list_stalled_jobs(session: AsyncSession, stalled_for: timedelta) -> list[CollectionJob]:
+    """Running jobs with no report (no `updated_at` move) for `stalled_for`, oldest first."""
+    statement = (
+        select(CollectionJob).where(*_stalled(stalled_for)).order_by(CollectionJob.updated_at)
+    )
+    return list(await session.scalars(statement))
+
+
+async def _update_stalled(
+    session: AsyncSession, stalled_for: timedelta, **values: Any
+) -> list[CollectionJob]:
+    # A job that reports while this runs is re-checked after its lock and left alone.
+    statement = (
+        update(CollectionJob)
+        .where(*_stalled(stalled_for))
+        .values(**values)
+        .returning(CollectionJob)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    )
+    return list(await session.scalars(statement))
+
+
+async def fail_stalled_jobs(
+    session: AsyncSession, stalled_for: timedelta, error_message: str | None = None
+) -> list[CollectionJob]:
+    """Fail every stalled job in one statement; returns the jobs failed."""
+    message = error_message or f"no progress reported for {stalled_for}"
+    return await _update_stalled(
+        session,
+        stalled_for,
+        status=JobStatus.FAILED,
+        completed_at=_now(),
+        error_message=_cut_error_message(message),
+        estimated_completion_time=None,
+    )
+
+
+async def requeue_stalled_jobs(
+    session: AsyncSession, stalled_for: timedelta
+) -> list[CollectionJob]:
+    """Put every stalled job back to pending, progress cleared, in one statement.
+
+    The job keeps its place in the queue (its `created_at`); its old worker, if alive,
+    is told on its next report that the job is no longer its own.
+    """
+    return await _update_stalled(
+        session,
+        stalled_for,
+        status=JobStatus.PENDING,
+        started_at=None,
+        progress={},
+        overall_progress="0.0",
+        estimated_completion_time=None,
+    )
+
+
+# --- Logs and listings ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One `data_collection_logs` row for a job; the analyst is the job's."""
+
+    collection_type: CollectionType | str
+    status: LogStatus | str
+    records_collected: int = 0
+    message: str | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+
+
+_INT4_MAX = 2**31 - 1
+
+
+def _log_columns(entries: Sequence[LogEntry]) -> dict[str, list[Any]]:
+    columns: dict[str, list[Any]] = {
+        "collection_type": [],
+        "status": [],
+        "records_collected": [],
+        "message": [],
+        "started_at": [],
+        "completed_at": [],
+    }
+    for index, entry in enumerate(entries):
+        where = f"entries[{index}]"
+        columns["collection_type"].append(
+            _collection_type(entry.collection_type, f"{where}.collection_type")
+        )
+        try:
+            columns["status"].append(LogStatus(entry.status).value)
+        except ValueError:
+            known = ", ".join(s.value for s in LogStatus)
+            raise JobValidationError(
+                f"{where}.status", f"{entry.status!r} is not a log status ({known})"
+            ) from None
+        records = entry.records_collected
+        if isinstance(records, bool) or not isinstance(records, int):
+            raise JobValidationError(f"{where}.records_collected", "must be an integer")
+        if not 0 <= records <= _INT4_MAX:
+            raise JobValidationError(
+                f"{where}.records_collected", f"must be between 0 and {_INT4_MAX}"
+            )
+        columns["records_collected"].append(records)
+        columns["message"].append(entry.message)
+        for name in ("started_at", "completed_at"):
+            moment = getattr(entry, name)
+            if moment is not None and (not isinstance(moment, datetime) or moment.tzinfo is None):
+                raise JobValidationError(f"{where}.{name}", "must be a timezone-aware datetime")
+            columns[name].append(moment)
+    return columns
+
+
+_LOG_COLUMN_TYPES: dict[str, Any] = {
+    "collection_type": Text,
+    "status": Text,
+    "records_collected": Integer,
+    "message": Text,
+    "started_at": TIMESTAMPTZ,
+    "completed_at": TIMESTAMPTZ,
+}
+
+
+def _add_logs_statement() -> Any:
+    """INSERT ... SELECT from `unnest` of one array per column: any number of rows in one
+    statement and one round trip, the analyst taken from the job (no row if it is missing)."""
+    rows = (
+        func.unnest(
+            *(bindparam(name, type_=ARRAY(kind)) for name, kind in _LOG_COLUMN_TYPES.items())
+        )
+        .table_valued(*_LOG_COLUMN_TYPES)
+        .render_derived(name="entry")
+    )
+    jobs = JOBS.c
+    source = (
+        select(jobs.analyst_id, jobs.id, *(rows.c[name] for name in _LOG_COLUMN_TYPES))
+        .select_from(JOBS.join(rows, true()))
+        .where(jobs.id == bindparam("job_id", type_=UUID(as_uuid=True)))
+    )
+    return insert(LOGS).from_select(["analyst_id", "collection_job_id", *_LOG_COLUMN_TYPES], source)
+
+
+ADD_LOGS_STATEMENT = _add_logs_statement()
+
+
+async def add_job_logs(
+    session: AsyncSession, job_id: uuid.UUID, entries: Sequence[LogEntry]
+) -> int:
+    """Write many log rows for a job in one statement; returns how many were written.
+
+    Every entry is checked first: one bad entry writes nothing.
+    """
+    if not entries:
+        return 0
+    columns = _log_columns(entries)
+    result = await session.execute(ADD_LOGS_STATEMENT, {"job_id": job_id, **columns})
+    written: int = result.rowcount  # type: ignore[attr-defined]
+    if written == 0:
+        raise JobNotFoundError(job_id)
+    return written
+
+
+class Cursor(NamedTuple):
+    """Where a page ended: the last item's `created_at` and `id` (ties broken by id)."""
+
+    created_at: datetime
+    id: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_cursor: Cursor | None
+    """Pass it back for the next page; None on the last page."""
+
+
+def _page_size(limit: int) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE_SIZE:
+        raise JobValidationError("limit", f"must be an integer from 1 to {MAX_PAGE_SIZE}")
+    return limit
+
+
+def _page(rows: Sequence[Any], limit: int) -> Page[Any]:
+    items = list(rows[:limit])
+    more = len(rows) > limit
+    return Page(items, Cursor(items[-1].created_at, items[-1].id) if more else None)
+
+
+async def list_job_logs(
+    session: AsyncSession, job_id: uuid.UUID, *, limit: int = 100, after: Cursor | None = None
+) -> Page[DataCollectionLog]:
+    """A job's logs, oldest first, a page at a time (index on `collection_job_id`)."""
+    limit = _page_size(limit)
+    statement = (
+        select(DataCollectionLog)
+        .where(DataCollectionLog.collection_job_id == job_id)
+        .order_by(DataCollectionLog.created_at, DataCollectionLog.id)
+        .limit(limit + 1)
+    )
+    if after is not None:
+        statement = statement.where(
+            tuple_(DataCollectionLog.created_at, DataCollectionLog.id) > tuple_(*after)
+        )
+    return _page((await session.scalars(statement)).all(), limit)
+
+
+async def list_analyst_jobs(
+    session: AsyncSession,
+    analyst_id: uuid.UUID,
+    *,
+    status: JobStatus | str | Collection[JobStatus | str] | None = None,
+    limit: int = 50,
+    before: Cursor | None = None,
+) -> Page[CollectionJob]:
+    """An analyst's jobs, newest first, optionally of some statuses, a page at a time."""
+    limit = _page_size(limit)
+    statement = (
+        select(CollectionJob)
+        .where(CollectionJob.analyst_id == analyst_id)
+        .order_by(CollectionJob.created_at.desc(), CollectionJob.id.desc())
+        .limit(limit + 1)
+    )
+    if status is not None:
+        statuses = [status] if isinstance(status, str) else list(status)
+        try:
+            wanted = [JobStatus(s) for s in statuses]
+        except ValueError:
+            known = ", ".join(s.value for s in JobStatus)
+            raise JobValidationError("status", f"unknown status (one of: {known})") from None
+        statement = statement.where(CollectionJob.status.in_(wanted))
+    if before is not None:
+        statement = statement.where(
+            tuple_(CollectionJob.created_at, CollectionJob.id) < tuple_(*before)
+        )
+    return _page((await session.scalars(statement)).all(), limit)

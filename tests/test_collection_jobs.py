@@ -1,0 +1,488 @@
+"""The job lifecycle service on a real server, one rolled-back transaction per test."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import Analyst, CollectionJob, CollectionType, DataCollectionLog, JobStatus
+from app.services import collection_jobs as jobs
+from app.services.collection_jobs import (
+    InvalidTransitionError,
+    JobNotFoundError,
+    JobNotRunningError,
+    JobValidationError,
+    LogEntry,
+)
+from tests.factories import make_analyst, make_job
+
+NOW = datetime.now(UTC)
+TWO_TYPES = [CollectionType.NEWS, CollectionType.DISCLOSURE]
+
+
+async def count(session: AsyncSession, model: type[Any]) -> int:
+    return int(await session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+async def running_job(session: AsyncSession, **fields: Any) -> CollectionJob:
+    job = await make_job(session, await make_analyst(session), **fields)
+    return await jobs.start_job(session, job.id)
+
+
+# --- Create ----------------------------------------------------------------------------------
+
+
+async def test_create_makes_a_pending_job(session: AsyncSession) -> None:
+    analyst = await make_analyst(session)
+    job = await jobs.create_job(
+        session,
+        analyst_id=analyst.id,
+        collection_types=["news", CollectionType.STOCK_PRICE],
+        start_date=NOW - timedelta(days=30),
+        end_date=NOW,
+    )
+    assert job.status is JobStatus.PENDING
+    assert job.collection_types == ["news", "stock_price"]
+    assert job.progress == {} and job.overall_progress == "0.0"
+    assert job.started_at is None and job.analyst_id == analyst.id
+    assert await session.get(CollectionJob, job.id) is job
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "words"),
+    [
+        ({"collection_types": []}, "collection_types", "at least 1"),
+        ({"collection_types": ["news", "news"]}, "collection_types", "news is listed twice"),
+        ({"collection_types": ["news", "weather"]}, "collection_types", "'news'"),
+        ({"collection_types": None}, "collection_types", "valid list"),
+        ({"start_date": NOW.replace(tzinfo=None)}, "start_date", "timezone"),
+        ({"end_date": NOW.replace(tzinfo=None)}, "end_date", "timezone"),
+        ({"start_date": NOW, "end_date": NOW - timedelta(seconds=1)}, "end_date", "before"),
+        ({"analyst_id": "not-a-uuid"}, "analyst_id", "UUID"),
+        ({"analyst_id": uuid.uuid4()}, "analyst_id", "no analyst"),
+    ],
+)
+async def test_create_refuses_bad_input_and_writes_nothing(
+    session: AsyncSession, change: dict[str, Any], field: str, words: str
+) -> None:
+    analyst = await make_analyst(session)
+    request: dict[str, Any] = {
+        "analyst_id": analyst.id,
+        "collection_types": TWO_TYPES,
+        "start_date": NOW - timedelta(days=1),
+        "end_date": NOW,
+    } | change
+
+    with pytest.raises(JobValidationError) as caught:
+        await jobs.create_job(session, **request)
+
+    assert caught.value.field == field
+    assert words in str(caught.value)
+    assert str(caught.value).startswith(f"{field}: ") and "\n" not in str(caught.value)
+    assert await count(session, CollectionJob) == 0
+    # The transaction is still usable: no statement failed on the server.
+    assert await count(session, Analyst) == 1
+
+
+async def test_a_one_instant_range_is_allowed(session: AsyncSession) -> None:
+    analyst = await make_analyst(session)
+    job = await jobs.create_job(
+        session, analyst_id=analyst.id, collection_types=["news"], start_date=NOW, end_date=NOW
+    )
+    assert job.start_date == job.end_date
+
+
+# --- Status machine --------------------------------------------------------------------------
+
+MOVES = {
+    "start": (jobs.start_job, JobStatus.RUNNING),
+    "complete": (jobs.complete_job, JobStatus.COMPLETED),
+    "cancel": (jobs.cancel_job, JobStatus.CANCELLED),
+    "fail": (lambda s, i: jobs.fail_job(s, i, "boom"), JobStatus.FAILED),
+}
+
+
+async def job_in(session: AsyncSession, status: JobStatus) -> CollectionJob:
+    job = await make_job(session, await make_analyst(session))
+    if status is not JobStatus.PENDING:
+        await session.execute(
+            update(CollectionJob).where(CollectionJob.id == job.id).values(status=status)
+        )
+    return job
+
+
+@pytest.mark.parametrize("source", list(JobStatus))
+@pytest.mark.parametrize("move", list(MOVES))
+async def test_every_transition_is_allowed_or_refused_as_the_state_machine_says(
+    session: AsyncSession, source: JobStatus, move: str
+) -> None:
+    action, target = MOVES[move]
+    job = await job_in(session, source)
+    before = (await session.execute(select(CollectionJob.__table__).filter_by(id=job.id))).one()
+
+    if source in jobs.ALLOWED_FROM[target]:
+        moved = await action(session, job.id)
+        assert moved.status is target
+    else:
+        with pytest.raises(InvalidTransitionError, match=f"is {source}; it cannot become {target}"):
+            await action(session, job.id)
+        after = (await session.execute(select(CollectionJob.__table__).filter_by(id=job.id))).one()
+        assert after == before
+
+
+def test_the_state_machine_is_the_issues() -> None:
+    pending, running = JobStatus.PENDING, JobStatus.RUNNING
+    assert {target: set(sources) for target, sources in jobs.ALLOWED_FROM.items()} == {
+        JobStatus.RUNNING: {pending},
+        JobStatus.COMPLETED: {running},
+        JobStatus.FAILED: {running},
+        JobStatus.CANCELLED: {pending, running},
+    }
+
+
+async def test_transitions_set_their_times_and_a_completed_job_shows_100(
+    session: AsyncSession,
+) -> None:
+    job = await make_job(session, await make_analyst(session))
+    started = await jobs.start_job(session, job.id)
+    assert started.started_at is not None and started.completed_at is None
+    assert started.started_at == started.updated_at
+    await jobs.report_progress(session, job.id, "news", 30)
+
+    done = await jobs.complete_job(session, job.id)
+    assert done.completed_at is not None and done.completed_at >= started.started_at
+    assert done.overall_progress == "100.0" and done.overall_progress_percent == 100.0
+    assert done.progress == {"news": 100, "disclosure": 100}
+    assert done.estimated_completion_time is None
+
+
+async def test_fail_keeps_500_characters_of_the_message(session: AsyncSession) -> None:
+    job = await running_job(session)
+    failed = await jobs.fail_job(session, job.id, "가" * 499 + "xyz")
+    assert failed.status is JobStatus.FAILED and failed.completed_at is not None
+    assert failed.error_message == "가" * 499 + "x"
+
+
+async def test_a_missing_job_is_reported_as_missing(session: AsyncSession) -> None:
+    missing = uuid.uuid4()
+    with pytest.raises(JobNotFoundError, match=str(missing)):
+        await jobs.cancel_job(session, missing)
+    with pytest.raises(JobNotFoundError):
+        await jobs.report_progress(session, missing, "news", 1)
+
+
+# --- Progress --------------------------------------------------------------------------------
+
+
+async def test_progress_merges_per_type_and_averages_over_all_types(
+    session: AsyncSession,
+) -> None:
+    job = await running_job(session, collection_types=["news", "disclosure", "stock_price"])
+
+    first = await jobs.report_progress(session, job.id, "news", 50)
+    assert first.progress == {"news": 50.0}
+    assert first.overall_progress == 16.7  # 50 / 3, unreported types count 0
+
+    second = await jobs.report_progress(session, job.id, CollectionType.DISCLOSURE, 25.5)
+    assert second.progress == {"news": 50.0, "disclosure": 25.5}
+    assert second.overall_progress == 25.2  # 75.5 / 3 = 25.1666...
+
+    await session.refresh(job)
+    assert job.overall_progress == "25.2" and job.overall_progress_percent == 25.2
+    assert job.progress == {"news": 50, "disclosure": 25.5}
+
+
+async def test_progress_never_goes_backwards(session: AsyncSession) -> None:
+    job = await running_job(session, collection_types=["news"])
+    await jobs.report_progress(session, job.id, "news", 60)
+    late = await jobs.report_progress(session, job.id, "news", 40)
+    assert late.progress == {"news": 60.0} and late.overall_progress == 60.0
+
+
+async def test_overall_progress_is_text_with_one_decimal_from_0_to_100(
+    session: AsyncSession,
+) -> None:
+    job = await running_job(session, collection_types=["news", "disclosure"])
+    await jobs.report_progress(session, job.id, "news", 0)
+    assert (await session.scalar(select(CollectionJob.overall_progress))) == "0.0"
+    await jobs.report_progress(session, job.id, "news", 100)
+    await jobs.report_progress(session, job.id, "disclosure", 99.99)
+    assert (await session.scalar(select(CollectionJob.overall_progress))) == "100.0"
+    await jobs.report_progress(session, job.id, "disclosure", 100)
+    assert (await session.scalar(select(CollectionJob.overall_progress))) == "100.0"
+
+
+async def test_the_estimate_follows_elapsed_time_and_progress(session: AsyncSession) -> None:
+    job = await running_job(session, collection_types=["news"])
+    started = NOW - timedelta(minutes=10)
+    await session.execute(
+        update(CollectionJob).where(CollectionJob.id == job.id).values(started_at=started)
+    )
+
+    unknown = await jobs.report_progress(session, job.id, "news", 0)
+    assert unknown.estimated_completion_time is None
+
+    quarter = await jobs.report_progress(session, job.id, "news", 25)
+    # 25 % after ~10 minutes: done ~40 minutes after the start.
+    assert quarter.estimated_completion_time is not None
+    expected = started + timedelta(minutes=40)
+    assert abs(quarter.estimated_completion_time - expected) < timedelta(seconds=30)
+
+
+async def test_a_report_moves_updated_at(session: AsyncSession) -> None:
+    job = await running_job(session)
+    before = job.updated_at
+    await jobs.report_progress(session, job.id, "news", 1)
+    after = await session.scalar(select(CollectionJob.updated_at))
+    assert after is not None and after > before
+
+
+@pytest.mark.parametrize(
+    ("collection_type", "percent", "field", "words"),
+    [
+        ("weather", 10, "collection_type", "not a known type"),
+        ("stock_price", 10, "collection_type", "not one of this job's types (news, disclosure)"),
+        ("news", -0.1, "percent", "between 0 and 100"),
+        ("news", 100.5, "percent", "between 0 and 100"),
+        ("news", math.nan, "percent", "between 0 and 100"),
+        ("news", math.inf, "percent", "between 0 and 100"),
+        ("news", "50", "percent", "must be a number, not str"),
+        ("news", None, "percent", "must be a number"),
+        ("news", True, "percent", "must be a number, not bool"),
+    ],
+)
+async def test_bad_reports_are_refused_and_write_nothing(
+    session: AsyncSession, collection_type: str, percent: Any, field: str, words: str
+) -> None:
+    job = await running_job(session)
+    await jobs.report_progress(session, job.id, "news", 10)
+    before = (await session.execute(select(CollectionJob.__table__))).one()
+
+    with pytest.raises(JobValidationError) as caught:
+        await jobs.report_progress(session, job.id, collection_type, percent)
+
+    assert caught.value.field == field and words in str(caught.value)
+    assert (await session.execute(select(CollectionJob.__table__))).one() == before
+
+
+@pytest.mark.parametrize("status", [JobStatus.PENDING, JobStatus.CANCELLED, JobStatus.COMPLETED])
+async def test_a_report_to_a_job_that_is_not_running_tells_the_worker(
+    session: AsyncSession, status: JobStatus
+) -> None:
+    job = await job_in(session, status)
+    before = (await session.execute(select(CollectionJob.__table__))).one()
+
+    with pytest.raises(JobNotRunningError) as caught:
+        await jobs.report_progress(session, job.id, "news", 10)
+
+    assert caught.value.status is status
+    assert f"is {status}" in str(caught.value)
+    assert (await session.execute(select(CollectionJob.__table__))).one() == before
+
+
+async def test_a_report_from_an_earlier_run_of_a_requeued_job_is_refused(
+    session: AsyncSession,
+) -> None:
+    job = await running_job(session)
+    old_run = job.started_at
+    await session.execute(  # requeued ...
+        update(CollectionJob)
+        .where(CollectionJob.id == job.id)
+        .values(status=JobStatus.PENDING, started_at=None)
+    )
+    new_run = (await jobs.start_job(session, job.id)).started_at  # ... and started again
+    assert new_run != old_run
+
+    with pytest.raises(JobNotRunningError, match="newer run"):
+        await jobs.report_progress(session, job.id, "news", 10, run_started_at=old_run)
+    report = await jobs.report_progress(session, job.id, "news", 10, run_started_at=new_run)
+    assert report.progress == {"news": 10.0}
+
+
+# --- Claiming and stalled jobs ---------------------------------------------------------------
+
+
+async def test_claim_takes_the_oldest_pending_job_and_starts_it(session: AsyncSession) -> None:
+    analyst = await make_analyst(session)
+    newer = await make_job(session, analyst, created_at=NOW - timedelta(minutes=1))
+    oldest = await make_job(session, analyst, created_at=NOW - timedelta(minutes=5))
+    await make_job(session, analyst, created_at=NOW - timedelta(minutes=9), status="cancelled")
+
+    first = await jobs.claim_next_job(session)
+    second = await jobs.claim_next_job(session)
+
+    assert first is not None and second is not None
+    assert (first.id, second.id) == (oldest.id, newer.id)
+    assert first.status is JobStatus.RUNNING and first.started_at is not None
+    assert await jobs.claim_next_job(session) is None
+
+
+async def make_stalled(session: AsyncSession, idle: timedelta, **fields: Any) -> CollectionJob:
+    job = await running_job(session, **fields)
+    await jobs.report_progress(session, job.id, "news", 40)
+    await session.execute(
+        update(CollectionJob)
+        .where(CollectionJob.id == job.id)
+        .values(updated_at=func.statement_timestamp() - idle)
+    )
+    return job
+
+
+async def test_stalled_jobs_are_listed_failed_or_requeued(session: AsyncSession) -> None:
+    stalled = await make_stalled(session, timedelta(minutes=20))
+    fresh = await make_stalled(session, timedelta(minutes=2))
+    await job_in(session, JobStatus.PENDING)
+
+    listed = await jobs.list_stalled_jobs(session, timedelta(minutes=10))
+    assert [job.id for job in listed] == [stalled.id]
+
+    requeued = await jobs.requeue_stalled_jobs(session, timedelta(minutes=10))
+    assert [job.id for job in requeued] == [stalled.id]
+    job = requeued[0]
+    assert job.status is JobStatus.PENDING and job.started_at is None
+    assert job.progress == {} and job.overall_progress == "0.0"
+    assert job.estimated_completion_time is None
+
+    failed = await jobs.fail_stalled_jobs(session, timedelta(minutes=1))
+    assert [job.id for job in failed] == [fresh.id]
+    assert failed[0].status is JobStatus.FAILED
+    assert failed[0].error_message == "no progress reported for 0:01:00"
+    assert failed[0].completed_at is not None
+    assert await jobs.list_stalled_jobs(session, timedelta(seconds=1)) == []
+
+
+@pytest.mark.parametrize("stalled_for", [timedelta(0), timedelta(seconds=-5), 600])
+async def test_stalled_needs_a_positive_duration(session: AsyncSession, stalled_for: Any) -> None:
+    with pytest.raises(JobValidationError, match="stalled_for: must be a positive timedelta"):
+        await jobs.fail_stalled_jobs(session, stalled_for)
+
+
+# --- Logs and listings -----------------------------------------------------------------------
+
+
+def log_entries(n: int) -> list[LogEntry]:
+    return [
+        LogEntry(
+            collection_type="news" if i % 2 else CollectionType.DISCLOSURE,
+            status="success" if i % 3 else "partial",
+            records_collected=i,
+            message=None if i % 5 else f"배치 {i}",
+            started_at=NOW - timedelta(seconds=n - i),
+            completed_at=NOW,
+        )
+        for i in range(n)
+    ]
+
+
+async def test_logs_are_written_in_bulk_and_listed_a_page_at_a_time(
+    session: AsyncSession,
+) -> None:
+    job = await running_job(session)
+    other = await running_job(session)
+    await jobs.add_job_logs(session, other.id, log_entries(3))
+
+    written = await jobs.add_job_logs(session, job.id, log_entries(2500))
+    assert written == 2500
+
+    seen: list[DataCollectionLog] = []
+    cursor = None
+    while True:
+        page = await jobs.list_job_logs(session, job.id, limit=1000, after=cursor)
+        seen.extend(page.items)
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert len(seen) == 2500 == len({log.id for log in seen})
+    assert {log.collection_job_id for log in seen} == {job.id}
+    assert {log.analyst_id for log in seen} == {job.analyst_id}
+    assert sorted(log.records_collected for log in seen) == list(range(2500))
+    by_records = {log.records_collected: log for log in seen}
+    assert by_records[10].message == "배치 10" and by_records[11].message is None
+    assert by_records[3].status == "partial" and by_records[3].collection_type == "news"
+    assert by_records[0].started_at == NOW - timedelta(seconds=2500)
+
+
+async def test_one_bad_log_entry_writes_nothing(session: AsyncSession) -> None:
+    job = await running_job(session)
+    entries = [*log_entries(10), LogEntry("news", "exploded"), *log_entries(2)]
+
+    with pytest.raises(JobValidationError, match=r"entries\[10\]\.status: 'exploded'"):
+        await jobs.add_job_logs(session, job.id, entries)
+
+    assert await count(session, DataCollectionLog) == 0
+
+
+@pytest.mark.parametrize(
+    ("entry", "field"),
+    [
+        (LogEntry("weather", "success"), "collection_type"),
+        (LogEntry("news", "success", records_collected=-1), "records_collected"),
+        (LogEntry("news", "success", records_collected=2**31), "records_collected"),
+        (LogEntry("news", "success", records_collected=1.5), "records_collected"),  # type: ignore[arg-type]
+        (LogEntry("news", "success", started_at=NOW.replace(tzinfo=None)), "started_at"),
+        (LogEntry("news", "success", completed_at="today"), "completed_at"),  # type: ignore[arg-type]
+    ],
+)
+async def test_log_entries_are_checked_field_by_field(
+    session: AsyncSession, entry: LogEntry, field: str
+) -> None:
+    job = await running_job(session)
+    with pytest.raises(JobValidationError) as caught:
+        await jobs.add_job_logs(session, job.id, [entry])
+    assert caught.value.field == f"entries[0].{field}"
+
+
+async def test_logs_for_a_missing_job_write_nothing(session: AsyncSession) -> None:
+    with pytest.raises(JobNotFoundError):
+        await jobs.add_job_logs(session, uuid.uuid4(), log_entries(3))
+    assert await count(session, DataCollectionLog) == 0
+    assert await jobs.add_job_logs(session, uuid.uuid4(), []) == 0
+
+
+async def test_an_analysts_jobs_newest_first_by_status_in_pages(session: AsyncSession) -> None:
+    analyst = await make_analyst(session)
+    someone_else = await make_analyst(session)
+    await make_job(session, someone_else)
+    made = [
+        await make_job(
+            session,
+            analyst,
+            created_at=NOW - timedelta(minutes=i),
+            status="completed" if i % 2 else "pending",
+        )
+        for i in range(7)
+    ]
+
+    every = await jobs.list_analyst_jobs(session, analyst.id)
+    assert [job.id for job in every.items] == [job.id for job in made]
+    assert every.next_cursor is None
+
+    completed = [job.id for job in made if job.status == "completed"]
+    first = await jobs.list_analyst_jobs(session, analyst.id, status="completed", limit=2)
+    assert [job.id for job in first.items] == completed[:2] and first.next_cursor is not None
+    rest = await jobs.list_analyst_jobs(
+        session, analyst.id, status=JobStatus.COMPLETED, limit=2, before=first.next_cursor
+    )
+    assert [job.id for job in rest.items] == completed[2:4] and rest.next_cursor is None
+
+    several = await jobs.list_analyst_jobs(
+        session, analyst.id, status=[JobStatus.PENDING, JobStatus.RUNNING]
+    )
+    assert len(several.items) == 4
+
+
+@pytest.mark.parametrize("limit", [0, -1, 1001, True])
+async def test_page_size_is_checked(session: AsyncSession, limit: int) -> None:
+    with pytest.raises(JobValidationError, match="limit: must be an integer from 1 to 1000"):
+        await jobs.list_analyst_jobs(session, uuid.uuid4(), limit=limit)
+
+
+async def test_an_unknown_status_filter_is_refused(session: AsyncSession) -> None:
+    with pytest.raises(JobValidationError, match="status: unknown status"):
+        await jobs.list_analyst_jobs(session, uuid.uuid4(), status="paused")
