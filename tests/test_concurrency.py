@@ -1,0 +1,221 @@
+"""Many workers at once, each on its own connection, with committed data.
+
+Every test runs twice: straight to the server, and through a real PgBouncer in transaction
+mode with fewer server connections than clients (skipped when pgbouncer is not installed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from app.db.engine import create_engine
+from app.models import Analyst, CollectionJob, CollectionType, JobStatus
+from app.services import collection_jobs as jobs
+from tests.pgbouncer import find_pgbouncer, pgbouncer
+
+CLIENTS = 16
+
+
+@pytest.fixture(scope="session")
+def pgbouncer_url(test_url: URL) -> Iterator[URL]:
+    binary = find_pgbouncer()
+    if binary is None:
+        pytest.skip("pgbouncer is not installed (Debian package pgbouncer)")
+    with pgbouncer(binary, test_url) as url:
+        yield url
+
+
+@pytest.fixture(params=["direct", "pgbouncer"])
+async def workers(
+    request: pytest.FixtureRequest, test_url: URL, engine: AsyncEngine
+) -> AsyncIterator[AsyncEngine]:
+    """An engine with a connection for each concurrent client; committed rows are
+    removed afterwards, so the other tests still start from empty tables."""
+    if request.param == "pgbouncer":
+        url = request.getfixturevalue("pgbouncer_url")
+        workers = create_engine(
+            url, pool_size=CLIENTS, max_overflow=0, disable_prepared_statements=True
+        )
+    else:
+        workers = create_engine(test_url, pool_size=CLIENTS, max_overflow=0)
+    try:
+        yield workers
+    finally:
+        await workers.dispose()
+        async with engine.begin() as conn:
+            await conn.execute(text("TRUNCATE data_collection_logs, collection_jobs, analysts"))
+
+
+@dataclass
+class Worker:
+    """A session on a connection of its own for its whole life."""
+
+    engine: AsyncEngine
+
+    async def __aenter__(self) -> AsyncSession:
+        self.connection = await self.engine.connect()
+        self.session = AsyncSession(bind=self.connection, expire_on_commit=False)
+        return self.session
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.session.close()
+        await self.connection.close()
+
+
+async def new_job(
+    engine: AsyncEngine, types: list[CollectionType], *, running: bool = True
+) -> CollectionJob:
+    async with Worker(engine) as session:
+        analyst = Analyst(email=f"{uuid.uuid4().hex}@example.com", name="동시성")
+        session.add(analyst)
+        await session.flush()
+        now = datetime.now(UTC)
+        job = await jobs.create_job(
+            session,
+            analyst_id=analyst.id,
+            collection_types=types,
+            start_date=now - timedelta(days=1),
+            end_date=now,
+        )
+        if running:
+            job = await jobs.start_job(session, job.id)
+        await session.commit()
+        return job
+
+
+async def read_job(engine: AsyncEngine, job_id: uuid.UUID) -> CollectionJob:
+    async with Worker(engine) as session:
+        return (await session.scalars(select(CollectionJob).filter_by(id=job_id))).one()
+
+
+async def test_concurrent_progress_reports_lose_nothing(workers: AsyncEngine) -> None:
+    types = list(CollectionType)
+    job = await new_job(workers, types)
+    sent: dict[str, list[float]] = {t.value: [] for t in types}
+
+    async def reporter(number: int) -> None:
+        collection_type = types[number % len(types)].value
+        # Rising, so every report changes the row; the tasks of a type interleave.
+        values = [step * 0.9 + number / 100 for step in range(1, 101)]
+        sent[collection_type].extend(values)
+        async with Worker(workers) as session:
+            for value in values:
+                await jobs.report_progress(session, job.id, collection_type, value)
+                await session.commit()
+
+    await asyncio.gather(*(reporter(n) for n in range(CLIENTS)))
+
+    final = await read_job(workers, job.id)
+    # Per type the largest report wins, whatever the order they arrived in. A lost update
+    # (a writer's stale JSON over another's) would lose a type's last, largest value.
+    expected = {name: max(values) for name, values in sent.items()}
+    assert final.progress == pytest.approx(expected)
+    assert final.overall_progress == f"{round(sum(expected.values()) / len(types), 1):.1f}"
+    assert final.estimated_completion_time is not None
+    assert final.updated_at > job.updated_at
+
+
+async def test_eight_workers_claim_each_of_100_jobs_exactly_once(workers: AsyncEngine) -> None:
+    async with Worker(workers) as session:
+        analyst = Analyst(email=f"{uuid.uuid4().hex}@example.com", name="큐")
+        session.add(analyst)
+        await session.flush()
+        now = datetime.now(UTC)
+        created = [
+            await jobs.create_job(
+                session,
+                analyst_id=analyst.id,
+                collection_types=["news"],
+                start_date=now,
+                end_date=now,
+            )
+            for _ in range(100)
+        ]
+        await session.commit()
+
+    async def worker() -> list[uuid.UUID]:
+        claimed = []
+        async with Worker(workers) as session:
+            while (job := await jobs.claim_next_job(session)) is not None:
+                await session.commit()
+                claimed.append(job.id)
+        return claimed
+
+    claims = await asyncio.gather(*(worker() for _ in range(8)))
+
+    every_claim = [job_id for claimed in claims for job_id in claimed]
+    assert len(every_claim) == 100
+    assert set(every_claim) == {job.id for job in created}
+    async with Worker(workers) as session:
+        statuses = (await session.scalars(select(CollectionJob.status))).all()
+    assert set(statuses) == {JobStatus.RUNNING}
+
+
+@dataclass
+class Report:
+    collection_type: str
+    value: float
+    began: float
+    applied: bool
+
+
+async def test_a_cancel_racing_with_reports_wins_and_no_report_lands_after_it(
+    workers: AsyncEngine,
+) -> None:
+    types = [CollectionType.NEWS.value, CollectionType.DISCLOSURE.value]
+    job = await new_job(workers, [CollectionType(t) for t in types])
+    reports: list[Report] = []
+    told: list[jobs.JobNotRunningError] = []
+    some_landed = asyncio.Event()
+    cancelled_at: list[float] = []
+
+    async def reporter(number: int) -> None:
+        collection_type = types[number % 2]
+        async with Worker(workers) as session:
+            for step in range(1, 1001):
+                value = step / 10
+                began = time.monotonic()
+                try:
+                    await jobs.report_progress(session, job.id, collection_type, value)
+                    await session.commit()
+                except jobs.JobNotRunningError as exc:
+                    await session.rollback()
+                    reports.append(Report(collection_type, value, began, applied=False))
+                    told.append(exc)
+                    return
+                reports.append(Report(collection_type, value, began, applied=True))
+                if len(reports) >= 40:
+                    some_landed.set()
+
+    async def canceller() -> None:
+        await some_landed.wait()
+        async with Worker(workers) as session:
+            await jobs.cancel_job(session, job.id)
+            await session.commit()
+        cancelled_at.append(time.monotonic())
+
+    await asyncio.gather(canceller(), *(reporter(n) for n in range(6)))
+
+    final = await read_job(workers, job.id)
+    assert final.status is JobStatus.CANCELLED
+    # Every worker learned of the cancel on its next report ...
+    assert len(told) == 6 and {exc.status for exc in told} == {JobStatus.CANCELLED}
+    # ... none that began after the cancel was recorded ...
+    assert not [r for r in reports if r.applied and r.began > cancelled_at[0]]
+    # ... what is stored is exactly what was acknowledged ...
+    applied = [r for r in reports if r.applied]
+    assert final.progress == {
+        t: max(r.value for r in applied if r.collection_type == t) for t in types
+    }
+    # ... and the cancel was the last write to the row.
+    assert final.updated_at == final.completed_at

@@ -1,0 +1,135 @@
+"""The service's queries use the guide's indexes on tables of a realistic shape (EXPLAIN)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import event, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import CollectionJob, JobStatus
+from app.services import collection_jobs as jobs
+
+ANALYSTS, JOBS, LOGS_PER_JOB = 200, 5000, 10
+
+
+async def fill(session: AsyncSession) -> None:
+    """Many analysts, mostly finished jobs (1 % pending, 1 % running), 50,000 logs."""
+    await session.execute(
+        text(
+            "INSERT INTO analysts (email, name) "
+            "SELECT 'plan-' || g || '@example.com', 'analyst ' || g "
+            "FROM generate_series(1, :n) AS g"
+        ),
+        {"n": ANALYSTS},
+    )
+    await session.execute(
+        text(
+            "WITH a AS (SELECT array_agg(id) AS ids FROM analysts) "
+            "INSERT INTO collection_jobs "
+            "(analyst_id, collection_types, start_date, end_date, status, started_at, created_at) "
+            "SELECT a.ids[1 + g % :analysts], ARRAY['news', 'disclosure'], now(), now(), "
+            "CASE g % 100 WHEN 0 THEN 'pending' WHEN 1 THEN 'running' ELSE 'completed' END, "
+            "now(), now() - g * interval '1 minute' "
+            "FROM a, generate_series(1, :jobs) AS g"
+        ),
+        {"analysts": ANALYSTS, "jobs": JOBS},
+    )
+    await session.execute(
+        text(
+            "INSERT INTO data_collection_logs "
+            "(analyst_id, collection_job_id, collection_type, status, records_collected) "
+            "SELECT j.analyst_id, j.id, 'news', 'success', g "
+            "FROM collection_jobs AS j, generate_series(1, :n) AS g"
+        ),
+        {"n": LOGS_PER_JOB},
+    )
+    # Within the test's transaction: the statistics are rolled back with the rows.
+    await session.execute(text("ANALYZE analysts, collection_jobs, data_collection_logs"))
+
+
+def index_names(plan: Any) -> set[str]:
+    if isinstance(plan, dict):
+        found = {plan["Index Name"]} if "Index Name" in plan else set()
+        return found.union(*(index_names(value) for value in plan.values()))
+    if isinstance(plan, list):
+        return set().union(*(index_names(item) for item in plan))
+    return set()
+
+
+async def indexes_used(session: AsyncSession, call: Callable[[], Awaitable[Any]]) -> set[str]:
+    """Run `call`, then EXPLAIN each statement it sent, with the same parameters."""
+    connection = await session.connection()
+    sent: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, params: Any, *args: Any) -> None:
+        sent.append((statement, params))
+
+    event.listen(connection.sync_connection, "before_cursor_execute", capture)
+    try:
+        await call()
+    finally:
+        event.remove(connection.sync_connection, "before_cursor_execute", capture)
+    used: set[str] = set()
+    for statement, params in sent:
+        result = await connection.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {statement}", params)
+        used |= index_names(result.scalar_one())
+    return used
+
+
+@pytest.fixture
+async def filled(session: AsyncSession) -> AsyncSession:
+    await fill(session)
+    return session
+
+
+async def some_job(session: AsyncSession, status: JobStatus) -> CollectionJob:
+    statement = select(CollectionJob).where(CollectionJob.status == status).limit(1)
+    return (await session.scalars(statement)).one()
+
+
+async def test_a_jobs_logs_use_the_collection_job_id_index(filled: AsyncSession) -> None:
+    job = await some_job(filled, JobStatus.COMPLETED)
+    used = await indexes_used(filled, lambda: jobs.list_job_logs(filled, job.id, limit=20))
+    assert "idx_data_collection_logs_collection_job_id" in used
+
+
+async def test_an_analysts_jobs_use_the_analyst_id_index(filled: AsyncSession) -> None:
+    job = await some_job(filled, JobStatus.COMPLETED)
+    used = await indexes_used(
+        filled,
+        lambda: jobs.list_analyst_jobs(filled, job.analyst_id, status=JobStatus.COMPLETED),
+    )
+    assert "idx_collection_jobs_analyst_id" in used
+
+
+async def test_claiming_and_stalled_jobs_use_the_status_index(filled: AsyncSession) -> None:
+    assert "idx_collection_jobs_status" in await indexes_used(
+        filled, lambda: jobs.claim_next_job(filled)
+    )
+    assert "idx_collection_jobs_status" in await indexes_used(
+        filled, lambda: jobs.list_stalled_jobs(filled, timedelta(minutes=5))
+    )
+
+
+async def test_single_job_writes_find_the_row_by_primary_key(filled: AsyncSession) -> None:
+    job = await some_job(filled, JobStatus.RUNNING)
+    assert "collection_jobs_pkey" in await indexes_used(
+        filled, lambda: jobs.report_progress(filled, job.id, "news", 10)
+    )
+    assert "collection_jobs_pkey" in await indexes_used(
+        filled,
+        lambda: jobs.add_job_logs(filled, job.id, [jobs.LogEntry("news", "success", 1)]),
+    )
+    assert "collection_jobs_pkey" in await indexes_used(
+        filled, lambda: jobs.cancel_job(filled, job.id)
+    )
+
+
+def test_index_names_are_found_at_any_depth() -> None:
+    plan = [{"Plan": {"Plans": [{"Index Name": "a"}, {"Plans": [{"Index Name": "b"}]}]}}]
+    assert index_names(plan) == {"a", "b"}
+    assert index_names([{"Plan": {"Node Type": "Seq Scan"}}]) == set()
