@@ -36,12 +36,17 @@ def pgbouncer_url(test_url: URL) -> Iterator[URL]:
 
 
 @pytest.fixture(params=["direct", "pgbouncer"])
+def route(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
 async def workers(
-    request: pytest.FixtureRequest, test_url: URL, engine: AsyncEngine
+    request: pytest.FixtureRequest, route: str, test_url: URL, engine: AsyncEngine
 ) -> AsyncIterator[AsyncEngine]:
     """An engine with a connection for each concurrent client; committed rows are
     removed afterwards, so the other tests still start from empty tables."""
-    if request.param == "pgbouncer":
+    if route == "pgbouncer":
         url = request.getfixturevalue("pgbouncer_url")
         workers = create_engine(
             url, pool_size=CLIENTS, max_overflow=0, disable_prepared_statements=True
@@ -98,7 +103,7 @@ async def read_job(engine: AsyncEngine, job_id: uuid.UUID) -> CollectionJob:
         return (await session.scalars(select(CollectionJob).filter_by(id=job_id))).one()
 
 
-async def test_concurrent_progress_reports_lose_nothing(workers: AsyncEngine) -> None:
+async def test_concurrent_progress_reports_lose_nothing(workers: AsyncEngine, route: str) -> None:
     types = list(CollectionType)
     job = await new_job(workers, types)
     sent: dict[str, list[float]] = {t.value: [] for t in types}
@@ -108,7 +113,15 @@ async def test_concurrent_progress_reports_lose_nothing(workers: AsyncEngine) ->
         # Rising, so every report changes the row; the tasks of a type interleave.
         values = [step * 0.9 + number / 100 for step in range(1, 101)]
         sent[collection_type].extend(values)
-        async with Worker(workers) as session:
+        # Half on autocommit connections, each report its own transaction; not through
+        # PgBouncer < 1.21, which loses prepared statements between transactions.
+        if number % 2 and route == "direct":
+            async with workers.connect() as conn:
+                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                for value in values:
+                    await jobs.report_progress(conn, job.id, collection_type, value)
+            return
+        async with Worker(workers) as session:  # half in sessions, committing each report
             for value in values:
                 await jobs.report_progress(session, job.id, collection_type, value)
                 await session.commit()

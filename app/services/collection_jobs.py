@@ -4,8 +4,9 @@ Every change is one SQL statement whose WHERE clause states what must still be t
 (`status IN (...)`), so any number of callers on any number of machines can write at once:
 nothing is read into Python and written back, and a lost race is reported, never papered
 over. The functions take the caller's `AsyncSession` and never commit; the caller's unit of
-work (`app.db.engine.session_scope`) does. Workers should commit each report at once: an
-open transaction keeps the job's row locked.
+work (`app.db.engine.session_scope`) does. Workers should commit each report at once (an
+open transaction keeps the job's row locked), or send reports and logs on a connection in
+autocommit mode (see `Executor`).
 """
 
 from __future__ import annotations
@@ -36,13 +37,14 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    literal_column,
     select,
     true,
     tuple_,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.models import (
     Analyst,
@@ -57,6 +59,11 @@ from app.models.base import TIMESTAMPTZ
 from app.models.collection_job import ERROR_MESSAGE_MAX_LENGTH
 
 T = TypeVar("T")
+
+Executor = AsyncSession | AsyncConnection
+"""Where the one-statement worker calls run: a session inside the caller's unit of work, or
+a connection in autocommit mode, where each call is its own transaction and costs one
+round trip instead of three (BEGIN, the statement, COMMIT)."""
 
 JOBS = Base.metadata.tables[CollectionJob.__tablename__]
 LOGS = Base.metadata.tables[DataCollectionLog.__tablename__]
@@ -286,9 +293,17 @@ class ProgressReport:
     estimated_completion_time: datetime | None
 
 
+# The hot statement's constants are written into its SQL rather than bound, which saves
+# converting seven parameters on every report.
+_ZERO = literal_column("0", Float)
+_HUNDRED = literal_column("100.0", Float)
+_EMPTY_OBJECT = literal_column("'{}'::jsonb", JSONB)
+_RUNNING = literal_column(f"'{JobStatus.RUNNING.value}'", String)
+
+
 def _percent_of(progress: ColumnElement[Any], collection_type: ColumnElement[Any]) -> Any:
     """`progress ->> type` as a number; a type not reported yet counts 0."""
-    return func.coalesce(cast(progress.op("->>")(collection_type), Float), 0.0)
+    return func.coalesce(cast(progress.op("->>")(collection_type), Float), _ZERO)
 
 
 def _progress_statement() -> Any:
@@ -301,7 +316,7 @@ def _progress_statement() -> Any:
     jobs = JOBS.c
     collection_type = bindparam("collection_type", type_=Text)
     percent = bindparam("percent", type_=Float)
-    merged = func.coalesce(jobs.progress, literal({}, JSONB)).op("||", return_type=JSONB)(
+    merged = func.coalesce(jobs.progress, _EMPTY_OBJECT).op("||", return_type=JSONB)(
         func.jsonb_build_object(
             collection_type, func.greatest(_percent_of(jobs.progress, collection_type), percent)
         )
@@ -317,16 +332,18 @@ def _progress_statement() -> Any:
         update(JOBS)
         .where(
             jobs.id == bindparam("job_id", type_=UUID(as_uuid=True)),
-            jobs.status == JobStatus.RUNNING,
+            jobs.status == _RUNNING,
             collection_type == any_(jobs.collection_types),
             # NULL (no run named) matches any run.
-            func.coalesce(bindparam("run_started_at", type_=TIMESTAMPTZ) == jobs.started_at, True),
+            func.coalesce(
+                bindparam("run_started_at", type_=TIMESTAMPTZ) == jobs.started_at, true()
+            ),
         )
         .values(
             progress=merged,
-            overall_progress=cast(func.round(cast(mean, Numeric), 1), String),
+            overall_progress=cast(func.round(cast(mean, Numeric), literal_column("1")), String),
             estimated_completion_time=case(
-                (mean > 0, jobs.started_at + elapsed * (literal(100.0) / mean)), else_=None
+                (mean > _ZERO, jobs.started_at + elapsed * (_HUNDRED / mean)), else_=None
             ),
         )
         .returning(jobs.progress, jobs.overall_progress, jobs.estimated_completion_time)
@@ -338,7 +355,7 @@ PROGRESS_STATEMENT = _progress_statement()
 
 
 async def report_progress(
-    session: AsyncSession,
+    db: Executor,
     job_id: uuid.UUID,
     collection_type: CollectionType | str,
     percent: float,
@@ -353,7 +370,7 @@ async def report_progress(
     """
     type_value = _collection_type(collection_type, "collection_type")
     value = _percent(percent)
-    result = await session.execute(
+    result = await db.execute(
         PROGRESS_STATEMENT,
         {
             "job_id": job_id,
@@ -369,14 +386,14 @@ async def report_progress(
             overall_progress=float(row.overall_progress),
             estimated_completion_time=row.estimated_completion_time,
         )
-    raise await _why_not_recorded(session, job_id, type_value, run_started_at)
+    raise await _why_not_recorded(db, job_id, type_value, run_started_at)
 
 
 async def _why_not_recorded(
-    session: AsyncSession, job_id: uuid.UUID, collection_type: str, run: datetime | None
+    db: Executor, job_id: uuid.UUID, collection_type: str, run: datetime | None
 ) -> CollectionJobError:
     row = (
-        await session.execute(
+        await db.execute(
             select(
                 CollectionJob.status, CollectionJob.collection_types, CollectionJob.started_at
             ).where(CollectionJob.id == job_id)
@@ -594,9 +611,7 @@ def _add_logs_statement() -> Any:
 ADD_LOGS_STATEMENT = _add_logs_statement()
 
 
-async def add_job_logs(
-    session: AsyncSession, job_id: uuid.UUID, entries: Sequence[LogEntry]
-) -> int:
+async def add_job_logs(db: Executor, job_id: uuid.UUID, entries: Sequence[LogEntry]) -> int:
     """Write many log rows for a job in one statement; returns how many were written.
 
     Every entry is checked first: one bad entry writes nothing.
@@ -604,7 +619,7 @@ async def add_job_logs(
     if not entries:
         return 0
     columns = _log_columns(entries)
-    result = await session.execute(ADD_LOGS_STATEMENT, {"job_id": job_id, **columns})
+    result = await db.execute(ADD_LOGS_STATEMENT, {"job_id": job_id, **columns})
     written: int = result.rowcount  # type: ignore[attr-defined]
     if written == 0:
         raise JobNotFoundError(job_id)
