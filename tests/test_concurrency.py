@@ -232,3 +232,28 @@ async def test_a_cancel_racing_with_reports_wins_and_no_report_lands_after_it(
     }
     # ... and the cancel was the last write to the row.
     assert final.updated_at == final.completed_at
+
+
+@pytest.mark.parametrize("route", ["direct"])  # PgBouncer < 1.21 needs sessions (README)
+async def test_reports_on_an_autocommit_connection_match_reports_in_a_session(
+    workers: AsyncEngine,
+) -> None:
+    job = await new_job(workers, [CollectionType.NEWS, CollectionType.DISCLOSURE])
+    async with workers.connect() as conn:
+        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        by_connection = await jobs.report_progress(conn, job.id, "news", 30)
+        async with Worker(workers) as session:
+            by_session = await jobs.report_progress(session, job.id, "news", 30)
+            await session.commit()
+        assert by_connection.progress == by_session.progress == {"news": 30.0}
+        assert by_connection.overall_progress == by_session.overall_progress == 15.0
+        assert by_connection.estimated_completion_time is not None
+
+        with pytest.raises(jobs.JobValidationError, match="not one of this job's types"):
+            await jobs.report_progress(conn, job.id, "stock_price", 10)
+        async with Worker(workers) as session:
+            await jobs.cancel_job(session, job.id)
+            await session.commit()
+        with pytest.raises(jobs.JobNotRunningError, match="is cancelled"):
+            await jobs.report_progress(conn, job.id, "news", 40)
+    assert (await read_job(workers, job.id)).progress == {"news": 30}
