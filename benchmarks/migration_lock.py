@@ -27,6 +27,7 @@ from sqlalchemy.engine import URL
 
 from app.db.embedded import database_url
 from app.db.settings import PROJECT_ROOT, Environment, asyncpg_dsn, load_settings
+from benchmarks.scratch import admin
 from tests.guide import ALTER_LOGS, CREATE_TABLE
 
 PERIOD = 0.002
@@ -146,14 +147,6 @@ async def measure(url: URL, method: str, hold: float) -> Result:
     if holder:
         await holder
     return Result(wall, latencies)
-
-
-async def admin(url: URL, sql: str) -> None:
-    conn = await asyncpg.connect(asyncpg_dsn(url.set(database="postgres")))
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 async def build_template(url: URL, rows: int) -> None:

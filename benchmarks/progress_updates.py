@@ -20,7 +20,7 @@ import statistics
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import asyncpg
 from sqlalchemy.engine import URL
@@ -30,8 +30,10 @@ from app.db.embedded import database_url
 from app.db.engine import create_engine
 from app.db.schema import init_db
 from app.db.settings import Environment, asyncpg_dsn, load_settings
-from app.models import Analyst, CollectionType
+from app.models import CollectionType
 from app.services import collection_jobs as jobs
+from benchmarks.scratch import admin
+from tests.factories import make_running_job
 
 TYPES = list(CollectionType)
 
@@ -42,20 +44,7 @@ def percent(i: int) -> float:
 
 async def make_jobs(engine: AsyncEngine, count: int) -> list[uuid.UUID]:
     async with AsyncSession(engine, expire_on_commit=False) as session:
-        made = []
-        for n in range(count):
-            analyst = Analyst(email=f"bench-{n}@example.com", name="bench")
-            session.add(analyst)
-            await session.flush()
-            now = datetime.now(UTC)
-            job = await jobs.create_job(
-                session,
-                analyst_id=analyst.id,
-                collection_types=TYPES,
-                start_date=now - timedelta(days=1),
-                end_date=now,
-            )
-            made.append((await jobs.start_job(session, job.id)).id)
+        made = [(await make_running_job(session, TYPES)).id for _ in range(count)]
         await session.commit()
         return made
 
@@ -222,14 +211,6 @@ async def run(url: URL, args: argparse.Namespace) -> None:
         report("COPY", ours, theirs, "rows/s   ", 0.5)
     finally:
         await engine.dispose()
-
-
-async def admin(url: URL, sql: str) -> None:
-    conn = await asyncpg.connect(asyncpg_dsn(url.set(database="postgres")))
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 async def main() -> None:

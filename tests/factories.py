@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Analyst, CollectionJob, CollectionType, DataCollectionLog, LogStatus
+from app.services.collection_jobs import create_job, start_job
 
 
 async def make_analyst(session: AsyncSession, **fields: Any) -> Analyst:
@@ -51,3 +52,19 @@ async def make_log(
     session.add(log)
     await session.flush()
     return log
+
+
+async def make_running_job(
+    session: AsyncSession, collection_types: list[CollectionType]
+) -> CollectionJob:
+    """A new analyst's job made through the service and started (flushed, not committed)."""
+    analyst = await make_analyst(session)
+    now = datetime.now(UTC)
+    job = await create_job(
+        session,
+        analyst_id=analyst.id,
+        collection_types=collection_types,
+        start_date=now - timedelta(days=1),
+        end_date=now,
+    )
+    return await start_job(session, job.id)

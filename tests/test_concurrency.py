@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import select, text
@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from app.db.engine import create_engine
 from app.models import Analyst, CollectionJob, CollectionType, JobStatus
 from app.services import collection_jobs as jobs
+from tests.factories import make_running_job
 from tests.pgbouncer import find_pgbouncer, pgbouncer
 
 CLIENTS = 16
@@ -77,23 +78,10 @@ class Worker:
         await self.connection.close()
 
 
-async def new_job(
-    engine: AsyncEngine, types: list[CollectionType], *, running: bool = True
-) -> CollectionJob:
+async def new_job(engine: AsyncEngine, types: list[CollectionType]) -> CollectionJob:
+    """A running job, committed."""
     async with Worker(engine) as session:
-        analyst = Analyst(email=f"{uuid.uuid4().hex}@example.com", name="동시성")
-        session.add(analyst)
-        await session.flush()
-        now = datetime.now(UTC)
-        job = await jobs.create_job(
-            session,
-            analyst_id=analyst.id,
-            collection_types=types,
-            start_date=now - timedelta(days=1),
-            end_date=now,
-        )
-        if running:
-            job = await jobs.start_job(session, job.id)
+        job = await make_running_job(session, types)
         await session.commit()
         return job
 

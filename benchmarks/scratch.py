@@ -1,0 +1,17 @@
+"""The benchmarks' scratch databases live on the configured server, beside the real ones."""
+
+from __future__ import annotations
+
+import asyncpg
+from sqlalchemy.engine import URL
+
+from app.db.settings import asyncpg_dsn
+
+
+async def admin(url: URL, sql: str) -> None:
+    """Run `sql` (CREATE/DROP DATABASE) from the server's `postgres` database."""
+    conn = await asyncpg.connect(asyncpg_dsn(url.set(database="postgres")))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
