@@ -484,5 +484,5 @@ async def test_page_size_is_checked(session: AsyncSession, limit: int) -> None:
 
 
 async def test_an_unknown_status_filter_is_refused(session: AsyncSession) -> None:
-    with pytest.raises(JobValidationError, match="status: unknown status"):
+    with pytest.raises(JobValidationError, match="status: 'paused' is not a known status"):
         await jobs.list_analyst_jobs(session, uuid.uuid4(), status="paused")

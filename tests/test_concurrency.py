@@ -11,10 +11,10 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text, update
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -245,3 +245,28 @@ async def test_reports_on_an_autocommit_connection_match_reports_in_a_session(
         with pytest.raises(jobs.JobNotRunningError, match="is cancelled"):
             await jobs.report_progress(conn, job.id, "news", 40)
     assert (await read_job(workers, job.id)).progress == {"news": 30}
+
+
+async def test_a_job_that_reports_while_stalled_jobs_are_failed_is_left_alone(
+    workers: AsyncEngine,
+) -> None:
+    job = await new_job(workers, [CollectionType.NEWS])
+    async with Worker(workers) as session:  # silent for an hour, as far as anyone can see
+        await session.execute(
+            update(CollectionJob)
+            .where(CollectionJob.id == job.id)
+            .values(updated_at=func.statement_timestamp() - timedelta(hours=1))
+        )
+        await session.commit()
+
+    async with Worker(workers) as reporter, Worker(workers) as reaper:
+        await jobs.report_progress(reporter, job.id, "news", 10)  # row locked, not committed
+        reaping = asyncio.create_task(jobs.fail_stalled_jobs(reaper, timedelta(minutes=10)))
+        await asyncio.sleep(0.3)
+        assert not reaping.done()  # it waits for the report's lock ...
+        await reporter.commit()
+        assert await reaping == []  # ... then sees the fresh updated_at and skips the job
+        await reaper.commit()
+
+    final = await read_job(workers, job.id)
+    assert final.status is JobStatus.RUNNING and final.progress == {"news": 10}

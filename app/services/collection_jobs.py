@@ -16,10 +16,18 @@ import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from numbers import Real
 from typing import Any, Generic, NamedTuple, TypeGuard, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+)
 from pydantic import field_validator as pydantic_field_validator
 from pydantic_core import PydanticCustomError
 from sqlalchemy import (
@@ -145,7 +153,7 @@ class NewCollectionJob(BaseModel):
 
     @pydantic_field_validator("end_date")
     @classmethod
-    def _not_before_start(cls, end: datetime, info: Any) -> datetime:
+    def _not_before_start(cls, end: datetime, info: ValidationInfo) -> datetime:
         start = info.data.get("start_date")
         if start is not None and end < start:
             raise PydanticCustomError("date_range", "must not be before start_date", {})
@@ -432,12 +440,22 @@ async def _why_not_recorded(
     return JobNotRunningError(job_id, row.status, " in a run that began after this report")
 
 
-def _collection_type(value: CollectionType | str, field: str) -> str:
+E = TypeVar("E", bound=StrEnum)
+
+
+def _member(enum: type[E], value: str, field: str, what: str) -> E:
+    """`value` as a member of `enum`, or a validation error that lists the allowed values."""
     try:
-        return CollectionType(value).value
+        return enum(value)
     except ValueError:
-        known = ", ".join(t.value for t in CollectionType)
-        raise JobValidationError(field, f"{value!r} is not a known type ({known})") from None
+        known = ", ".join(member.value for member in enum)
+        raise JobValidationError(
+            field, f"{value!r} is not a known {what} (one of: {known})"
+        ) from None
+
+
+def _collection_type(value: CollectionType | str, field: str) -> str:
+    return _member(CollectionType, value, field, "type").value
 
 
 def _percent(value: object) -> float:
@@ -559,27 +577,26 @@ class LogEntry:
 _INT4_MAX = 2**31 - 1
 
 
+_LOG_COLUMN_TYPES: dict[str, Any] = {
+    "collection_type": Text,
+    "status": Text,
+    "records_collected": Integer,
+    "message": Text,
+    "started_at": TIMESTAMPTZ,
+    "completed_at": TIMESTAMPTZ,
+}
+
+
 def _log_columns(entries: Sequence[LogEntry]) -> dict[str, list[Any]]:
-    columns: dict[str, list[Any]] = {
-        "collection_type": [],
-        "status": [],
-        "records_collected": [],
-        "message": [],
-        "started_at": [],
-        "completed_at": [],
-    }
+    columns: dict[str, list[Any]] = {name: [] for name in _LOG_COLUMN_TYPES}
     for index, entry in enumerate(entries):
         where = f"entries[{index}]"
         columns["collection_type"].append(
             _collection_type(entry.collection_type, f"{where}.collection_type")
         )
-        try:
-            columns["status"].append(LogStatus(entry.status).value)
-        except ValueError:
-            known = ", ".join(s.value for s in LogStatus)
-            raise JobValidationError(
-                f"{where}.status", f"{entry.status!r} is not a log status ({known})"
-            ) from None
+        columns["status"].append(
+            _member(LogStatus, entry.status, f"{where}.status", "log status").value
+        )
         records = entry.records_collected
         if isinstance(records, bool) or not isinstance(records, int):
             raise JobValidationError(f"{where}.records_collected", "must be an integer")
@@ -595,16 +612,6 @@ def _log_columns(entries: Sequence[LogEntry]) -> dict[str, list[Any]]:
                 raise JobValidationError(f"{where}.{name}", "must be a timezone-aware datetime")
             columns[name].append(moment)
     return columns
-
-
-_LOG_COLUMN_TYPES: dict[str, Any] = {
-    "collection_type": Text,
-    "status": Text,
-    "records_collected": Integer,
-    "message": Text,
-    "started_at": TIMESTAMPTZ,
-    "completed_at": TIMESTAMPTZ,
-}
 
 
 def _add_logs_statement() -> Any:
@@ -706,11 +713,7 @@ async def list_analyst_jobs(
     )
     if status is not None:
         statuses = [status] if isinstance(status, str) else list(status)
-        try:
-            wanted = [JobStatus(s) for s in statuses]
-        except ValueError:
-            known = ", ".join(s.value for s in JobStatus)
-            raise JobValidationError("status", f"unknown status (one of: {known})") from None
+        wanted = [_member(JobStatus, s, "status", "status") for s in statuses]
         statement = statement.where(CollectionJob.status.in_(wanted))
     if before is not None:
         statement = statement.where(
