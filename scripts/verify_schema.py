@@ -18,7 +18,8 @@ from app.db.cli import run_command
 from app.db.embedded import database_url
 from app.db.engine import engine_from_settings, translate_connect_errors
 from app.db.introspect import diff_schemas, read_schema
-from app.db.settings import describe_url, load_settings
+from app.db.settings import load_settings
+from app.db.urls import describe_url
 from app.models import Base
 
 GUIDE_CHECKS = [

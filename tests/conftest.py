@@ -15,15 +15,15 @@ os.environ.pop("DATABASE_URL", None)
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-import asyncpg
 import pytest
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.db.embedded import DATABASE_NAMES, ensure_database, server_url
-from app.db.engine import create_engine
+from app.db.engine import connect, create_engine
 from app.db.schema import init_db
-from app.db.settings import Environment, Settings, asyncpg_dsn, parse_database_url
+from app.db.settings import Environment, Settings
+from app.db.urls import parse_database_url
 
 ScratchFactory = Callable[[], Awaitable[URL]]
 
@@ -40,7 +40,7 @@ async def test_url(settings: Settings) -> URL:
             settings.test_database_url.get_secret_value(), setting="TEST_DATABASE_URL"
         )
         return await ensure_database(url.set(database="postgres"), str(url.database))
-    admin = server_url(settings.embedded_pgdata)
+    admin = server_url(settings)
     return await ensure_database(admin, DATABASE_NAMES[Environment.TEST])
 
 
@@ -76,7 +76,7 @@ async def scratch_db(test_url: URL) -> AsyncIterator[ScratchFactory]:
 
     async def make() -> URL:
         name = f"{test_url.database}_scratch_{uuid.uuid4().hex[:8]}"
-        conn = await asyncpg.connect(asyncpg_dsn(test_url))
+        conn = await connect(test_url)
         try:
             await conn.execute(f'CREATE DATABASE "{name}"')
         finally:
@@ -86,7 +86,7 @@ async def scratch_db(test_url: URL) -> AsyncIterator[ScratchFactory]:
 
     yield make
     if made:
-        conn = await asyncpg.connect(asyncpg_dsn(test_url))
+        conn = await connect(test_url)
         try:
             for name in made:
                 await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -6,10 +6,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 from sqlalchemy.engine import URL
 
-from app.db.settings import PROJECT_ROOT, asyncpg_dsn
+from app.db.engine import connect
+from app.db.settings import PROJECT_ROOT
 
 GUIDE = PROJECT_ROOT / "docs" / "spec" / "collection-jobs-migration-guide.ko.md"
 BASELINE_SQL = PROJECT_ROOT / "sql" / "baseline.sql"
@@ -37,7 +37,7 @@ ROLLBACK = block("DROP TABLE IF EXISTS collection_jobs")
 
 async def run_script(url: URL, *scripts: str) -> None:
     """Run SQL scripts as psql would, each statement committed on its own (autocommit)."""
-    conn = await asyncpg.connect(asyncpg_dsn(url))
+    conn = await connect(url)
     try:
         for script in scripts:
             await conn.execute(script)
@@ -46,7 +46,7 @@ async def run_script(url: URL, *scripts: str) -> None:
 
 
 async def fetch(url: URL, query: str) -> list[tuple[Any, ...]]:
-    conn = await asyncpg.connect(asyncpg_dsn(url))
+    conn = await connect(url)
     try:
         return [tuple(row) for row in await conn.fetch(query)]
     finally:

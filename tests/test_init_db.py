@@ -9,14 +9,13 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 from sqlalchemy.engine import URL
 
-from app.db.engine import create_engine
+from app.db.engine import connect, create_engine
 from app.db.errors import EnvironmentRefusedError, MarkerRefusedError, NotConfirmedError
 from app.db.schema import INIT_DB_LOCK_KEY, ResetPlan, init_db
-from app.db.settings import PROJECT_ROOT, Environment, asyncpg_dsn
+from app.db.settings import PROJECT_ROOT, Environment
 from app.models import JobStatus
 from tests.conftest import ScratchFactory
 from tests.guide import BASELINE_SQL, fetch, run_script
@@ -152,7 +151,7 @@ async def test_concurrent_runs_are_serialised_by_the_advisory_lock(
     scratch_db: ScratchFactory,
 ) -> None:
     url = await scratch_db()
-    holder = await asyncpg.connect(asyncpg_dsn(url))
+    holder = await connect(url)
     await holder.execute("SELECT pg_advisory_lock($1)", INIT_DB_LOCK_KEY)
     runs = [
         asyncio.create_task(reset(url, environment=Environment.TEST, force=True)) for _ in range(2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import subprocess
 import sys
 import uuid
@@ -16,9 +17,11 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy.engine import URL
 
+from app.db.engine import connect
 from app.db.introspect import Schema
 from app.db.migrations import alembic_config
-from app.db.settings import PROJECT_ROOT, Environment, asyncpg_dsn
+from app.db.settings import PROJECT_ROOT, Environment
+from app.db.urls import libpq_env
 from tests.conftest import ScratchFactory
 from tests.guide import fetch, run_script
 from tests.test_schema_parity import built_by_init_db, schema_of
@@ -85,7 +88,7 @@ async def test_rows_survive_upgrade_downgrade_upgrade(scratch_db: ScratchFactory
     assert await fetch(
         url, "SELECT count(*) FROM data_collection_logs WHERE collection_job_id IS NOT NULL"
     ) == [(0,)]
-    conn = await asyncpg.connect(asyncpg_dsn(url))
+    conn = await connect(url)
     try:
         with pytest.raises(asyncpg.ForeignKeyViolationError, match="collection_job_id_fkey"):
             await conn.execute(
@@ -139,7 +142,7 @@ async def test_blocking_steps_wait_and_retry_behind_a_long_transaction(
 ) -> None:
     url = await scratch_db()
     await alembic(url, "upgrade", BASELINE)
-    holder = await asyncpg.connect(asyncpg_dsn(url))
+    holder = await connect(url)
     await holder.execute("BEGIN; LOCK TABLE data_collection_logs IN ROW EXCLUSIVE MODE")
     caplog.set_level(logging.WARNING, logger="app.db.migrations")
     upgrade = asyncio.create_task(alembic(url, "upgrade", "head"))
@@ -185,13 +188,14 @@ def psql(url: URL, sql_file: str) -> None:
             str(binary),
             "-X",
             "-q",
-            "-d",
-            asyncpg_dsn(url),
+            "-v",
+            "ON_ERROR_STOP=1",
             "-f",
             str(PROJECT_ROOT / "sql" / sql_file),
         ],
         check=True,
         capture_output=True,
+        env={**os.environ, **libpq_env(url, connect_timeout=10)},  # no password on argv
     )
 
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from app.db.errors import ConfigurationError
-from app.db.settings import Environment, Settings, describe_url, load_settings
+from app.db.settings import Environment, Settings, load_settings
+from app.db.urls import (
+    asyncpg_connect_args,
+    describe_url,
+    engine_url,
+    libpq_env,
+    ssl_connect_args,
+)
 
 SECRET = "s3cr3t-pw"
 
@@ -48,10 +55,13 @@ def test_unix_socket_host_in_query_is_kept() -> None:
     assert "/var/run/postgresql" in describe_url(url)
 
 
-def test_sslmode_is_passed_on_under_asyncpgs_name() -> None:
+def test_sslmode_reaches_asyncpg_and_libpq() -> None:
     url = make(database_url="postgresql://app@db/platform?sslmode=require").url()
     assert url is not None
-    assert dict(url.query) == {"ssl": "require"}
+    assert ssl_connect_args(url) == {"ssl": "require"}
+    assert asyncpg_connect_args(url)["ssl"] == "require"
+    assert dict(engine_url(url).query) == {}  # SQLAlchemy would pass it on as a kwarg
+    assert libpq_env(url, connect_timeout=10)["PGSSLMODE"] == "require"
 
 
 @pytest.mark.parametrize(

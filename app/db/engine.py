@@ -21,7 +21,8 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import NullPool
 
 from app.db.errors import AuthenticationFailedError, ConnectionFailedError
-from app.db.settings import Settings, describe_url
+from app.db.settings import Settings
+from app.db.urls import asyncpg_connect_args, describe_url, engine_url, ssl_connect_args
 
 
 def create_engine(
@@ -47,7 +48,9 @@ def create_engine(
     connect_args: dict[str, Any] = {
         "timeout": connect_timeout,
         "server_settings": {"application_name": application_name},
+        **ssl_connect_args(url),
     }
+    url = engine_url(url)
     if disable_prepared_statements:
         connect_args["statement_cache_size"] = 0
         connect_args["prepared_statement_cache_size"] = 0
@@ -99,6 +102,18 @@ async def session_scope(
             await session.rollback()
             raise
         await session.commit()
+
+
+async def connect(
+    url: URL, *, connect_timeout: float = 10.0, application_name: str = "collection-jobs"
+) -> asyncpg.Connection:
+    """A plain asyncpg connection (no pool), failures translated as for the engine."""
+    with translate_connect_errors(url):
+        return await asyncpg.connect(
+            **asyncpg_connect_args(url),
+            timeout=connect_timeout,
+            server_settings={"application_name": application_name},
+        )
 
 
 @contextmanager

@@ -8,15 +8,13 @@ from typing import Any
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.engine import URL
 
 from app.db.errors import ConfigurationError
+from app.db.urls import parse_database_url
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-
-ACCEPTED_SCHEMES = ("postgres", "postgresql", "postgresql+asyncpg")
-ASYNC_DRIVER = "postgresql+asyncpg"
+DEFAULT_PGDATA = PROJECT_ROOT / ".pgdata"
 
 
 class Environment(StrEnum):
@@ -28,43 +26,6 @@ class Environment(StrEnum):
 
 RESETTABLE_ENVIRONMENTS = frozenset({Environment.DEVELOPMENT, Environment.TEST})
 """Environments whose databases `init_db` may wipe; never staging or production."""
-
-
-def parse_database_url(raw: str, *, setting: str = "DATABASE_URL") -> URL:
-    """Parse a PostgreSQL URL in any accepted form and return its asyncpg form.
-
-    The error messages never echo the URL, since it carries the password.
-    """
-    try:
-        url = make_url(raw.strip())
-    except (ArgumentError, ValueError):
-        raise ConfigurationError(
-            f"{setting} is not a valid URL; expected postgresql://user:password@host:port/database"
-        ) from None
-    if url.drivername not in ACCEPTED_SCHEMES:
-        raise ConfigurationError(
-            f"{setting} must start with one of "
-            f"{', '.join(s + '://' for s in ACCEPTED_SCHEMES)}; got {url.drivername}://"
-        )
-    if not url.database:
-        raise ConfigurationError(f"{setting} names no database (…/database_name)")
-    query = dict(url.query)
-    if "sslmode" in query:  # libpq's name; asyncpg calls the same setting `ssl`
-        query["ssl"] = query.pop("sslmode")
-    return url.set(drivername=ASYNC_DRIVER, query=query)
-
-
-def asyncpg_dsn(url: URL) -> str:
-    """The libpq-style DSN that asyncpg itself takes, password included (never print it)."""
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-def describe_url(url: URL) -> str:
-    """Where a URL points, for people: host, port, database, user; the password masked."""
-    host = url.host or str(url.query.get("host", "localhost"))
-    port = url.port or url.query.get("port") or 5432
-    password = ", password ***" if url.password else ""
-    return f"database {url.database!r} on {host}:{port} as user {url.username!r}{password}"
 
 
 class Settings(BaseSettings):
@@ -91,8 +52,8 @@ class Settings(BaseSettings):
     """Set behind PgBouncer in transaction mode: asyncpg then keeps no named statements."""
     db_application_name: str = "collection-jobs"
 
-    embedded_pgdata: Path = PROJECT_ROOT / ".pgdata"
-    """Data folder of the embedded development server (git-ignored)."""
+    embedded_pgdata: Path = DEFAULT_PGDATA
+    """Data folder of the embedded development server (git-ignored); blank is unset."""
 
     @field_validator("app_env", mode="before")
     @classmethod
@@ -110,6 +71,12 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("embedded_pgdata", mode="before")
+    @classmethod
+    def _blank_is_default(cls, value: Any) -> Any:
+        # A blank path would be the working directory: never a data folder by accident.
+        return DEFAULT_PGDATA if isinstance(value, str) and not value.strip() else value
 
     def url(self) -> URL | None:
         """DATABASE_URL in the asyncpg form, or None for the embedded server."""
