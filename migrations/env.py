@@ -1,8 +1,10 @@
 """Alembic environment: async, configured from the application's settings.
 
 Online runs refuse a database marked staging or production from any other environment,
-hold the same advisory lock as init_db (so neither interleaves with the other), and write
-the environment marker when they finish.
+hold the same advisory lock as init_db (so neither interleaves with the other), and, when
+a migration was applied, write the environment marker (see `marker_after_migration`).
+Read-only commands (current, history, heads, show, check) write nothing. A downgrade
+through an irreversible revision is refused before its first step.
 """
 
 from __future__ import annotations
@@ -19,7 +21,15 @@ from sqlalchemy.engine import URL
 from app.db.embedded import database_url
 from app.db.engine import engine_from_settings, translate_connect_errors
 from app.db.errors import DatabaseSetupError
-from app.db.marker import MARKER_TABLE, check_migration_allowed, read_marker, write_marker
+from app.db.marker import (
+    MARKER_TABLE,
+    check_migration_allowed,
+    count_user_tables,
+    marker_after_migration,
+    read_marker,
+    write_marker,
+)
+from app.db.migrations import refuse_irreversible
 from app.db.schema import INIT_DB_LOCK_KEY
 from app.db.settings import Environment, load_settings
 from app.models import Base
@@ -55,20 +65,48 @@ async def _target() -> tuple[URL, Environment]:
 def run_migrations_offline() -> None:
     url = settings.url() or URL.create("postgresql")
     context.configure(url=url, literal_binds=True, **OPTIONS)
+    _guard_steps()
     with context.begin_transaction():
         context.run_migrations()
+
+
+def _guard_steps() -> None:
+    """Check the whole list of steps a command will run before the first one runs.
+
+    Alembic has no hook for this; the configured context's step function is wrapped.
+    """
+    migration_context = context.get_context()
+    plan = migration_context._migrations_fn
+    if plan is None:
+        return
+
+    def checked(heads: Any, migration_context: Any) -> list[Any]:
+        steps = list(plan(heads, migration_context))
+        refuse_irreversible(steps)
+        return steps
+
+    migration_context._migrations_fn = checked
 
 
 def _run_sync(conn: Connection, environment: Environment) -> None:
     conn.exec_driver_sql(f"SELECT pg_advisory_lock({INIT_DB_LOCK_KEY})")
     try:
-        check_migration_allowed(read_marker(conn), environment)
+        marker = read_marker(conn)
+        check_migration_allowed(marker, environment)
+        had_tables = count_user_tables(conn) > 0
         conn.commit()
-        context.configure(connection=conn, **OPTIONS)
+        applied: list[object] = []
+        context.configure(
+            connection=conn,
+            on_version_apply=lambda **kw: applied.append(kw["step"]),
+            **OPTIONS,
+        )
+        _guard_steps()
         with context.begin_transaction():
             context.run_migrations()
-        if "revision_context" not in context.get_context().opts:  # not `check`/autogenerate
-            write_marker(conn, environment, set_by="alembic")
+        new_marker = marker_after_migration(marker, environment, had_tables=had_tables)
+        if applied and new_marker is not None:
+            write_marker(conn, new_marker, set_by="alembic")
         conn.commit()
     finally:
         conn.rollback()

@@ -18,12 +18,15 @@ from alembic.util import CommandError
 from sqlalchemy.engine import URL
 
 from app.db.engine import connect
+from app.db.errors import MarkerRefusedError
 from app.db.introspect import Schema
+from app.db.marker import marker_after_migration
 from app.db.migrations import alembic_config
 from app.db.settings import PROJECT_ROOT, Environment
 from app.db.urls import libpq_env
 from tests.conftest import ScratchFactory
-from tests.guide import fetch, run_script
+from tests.guide import BASELINE_SQL, fetch, run_script
+from tests.test_init_db import reset
 from tests.test_schema_parity import built_by_init_db, schema_of
 
 BASELINE, HEAD = "3f9c1a2b7d10", "8e4d6b0c2a91"
@@ -215,3 +218,109 @@ async def test_plain_sql_files_give_the_same_schema_and_can_be_rerun(
     psql(url, "collection_jobs_down.sql")
     assert await schema_of(url) == baseline
     assert await version(url) == BASELINE
+
+
+# --- what no command may do: drop the platform's tables, write when only reading ---------
+
+
+async def test_no_downgrade_drops_the_tables_production_already_had(
+    scratch_db: ScratchFactory,
+) -> None:
+    url = await scratch_db()
+    await alembic(url, "upgrade", "head")
+    await run_script(
+        url,
+        "INSERT INTO analysts (email, name) VALUES ('a@x', 'A');"
+        "INSERT INTO data_collection_logs (analyst_id, collection_type, status)"
+        " SELECT id, 'news', 'success' FROM analysts;",
+    )
+    refused = "refusing to downgrade below 3f9c1a2b7d10: analysts and data_collection_logs"
+    for environment in (Environment.TEST, Environment.PRODUCTION):
+        with pytest.raises(CommandError, match=refused):
+            await alembic(url, "downgrade", "base", environment=environment)
+    # Refused before its first step: the feature is still whole.
+    assert await version(url) == HEAD
+    assert await fetch(url, "SELECT to_regclass('collection_jobs') IS NOT NULL") == [(True,)]
+
+    await alembic(url, "downgrade", BASELINE)
+    await alembic(url, "downgrade", BASELINE)  # the documented rollback, repeated: a no-op
+    with pytest.raises(CommandError, match=refused):
+        await alembic(url, "downgrade", "-1")  # one step too many
+    with pytest.raises(CommandError, match=refused):
+        await asyncio.to_thread(command.downgrade, alembic_config(), f"{BASELINE}:base", True)
+    assert await version(url) == BASELINE
+    assert await fetch(url, "SELECT count(*) FROM analysts") == [(1,)]
+    assert await fetch(url, "SELECT count(*) FROM data_collection_logs") == [(1,)]
+
+
+async def bookkeeping(url: URL) -> list[tuple[object, ...]]:
+    """The tables, the marker and the version label: what a read-only command must not touch."""
+    tables = await fetch(
+        url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"
+    )
+    names = {t[0] for t in tables}
+    marker = (
+        await fetch(url, "SELECT environment, set_by, set_at FROM database_environment")
+        if "database_environment" in names
+        else []
+    )
+    label = await fetch(url, "SELECT * FROM alembic_version") if "alembic_version" in names else []
+    return [*tables, *marker, *label]
+
+
+async def built_with_plain_sql(scratch_db: ScratchFactory) -> URL:
+    """The guide's method 2 on a database that predates the project: no Alembic, no marker."""
+    url = await scratch_db()
+    await run_script(url, BASELINE_SQL.read_text())
+    psql(url, "collection_jobs_up.sql")
+    return url
+
+
+async def test_read_only_commands_write_nothing(scratch_db: ScratchFactory) -> None:
+    plain = await built_with_plain_sql(scratch_db)
+    migrated = await scratch_db()
+    await alembic(migrated, "upgrade", "head")
+    await run_script(migrated, "DROP TABLE database_environment")
+
+    for url in (plain, migrated):
+        before = await bookkeeping(url)
+        for verb, *args in (("current",), ("history",), ("heads",), ("show", "head")):
+            await alembic(url, verb, *args)
+        if url is migrated:
+            await alembic(url, "check")
+            await alembic(url, "upgrade", "head")  # nothing to apply: nothing written
+        assert await bookkeeping(url) == before
+
+
+async def test_a_plain_sql_database_is_never_adopted_by_a_development_run(
+    scratch_db: ScratchFactory,
+) -> None:
+    url = await built_with_plain_sql(scratch_db)
+    await alembic(url, "stamp", HEAD, environment=Environment.DEVELOPMENT)
+    await alembic(url, "downgrade", BASELINE, environment=Environment.DEVELOPMENT)
+    await alembic(url, "upgrade", HEAD, environment=Environment.DEVELOPMENT)
+    assert await fetch(url, "SELECT to_regclass('database_environment')") == [(None,)]
+    with pytest.raises(MarkerRefusedError, match="origin is unknown"):
+        await reset(url, environment=Environment.DEVELOPMENT)
+
+    await alembic(url, "downgrade", BASELINE, environment=Environment.PRODUCTION)
+    await alembic(url, "upgrade", HEAD, environment=Environment.PRODUCTION)
+    marker = await fetch(url, "SELECT environment FROM database_environment")
+    assert marker == [("production",)]
+
+
+@pytest.mark.parametrize(
+    ("marker", "environment", "had_tables", "written"),
+    [
+        (None, Environment.TEST, False, Environment.TEST),  # built from empty by us
+        (None, Environment.DEVELOPMENT, True, None),  # unknown origin stays unknown
+        (None, Environment.PRODUCTION, True, Environment.PRODUCTION),
+        ("development", Environment.PRODUCTION, True, Environment.PRODUCTION),
+        ("production", Environment.PRODUCTION, True, None),
+        ("development", Environment.TEST, True, None),  # never moved between dev and test
+    ],
+)
+def test_a_migration_never_makes_a_database_easier_to_wipe(
+    marker: str | None, environment: Environment, had_tables: bool, written: Environment | None
+) -> None:
+    assert marker_after_migration(marker, environment, had_tables=had_tables) == written

@@ -81,6 +81,23 @@ def check_reset_allowed(
         )
 
 
+def marker_after_migration(
+    marker: str | None, environment: Environment, *, had_tables: bool
+) -> Environment | None:
+    """The marker a migration that changed the database writes, or None to leave it.
+
+    A migration never makes a database easier to wipe: it records staging or production
+    (protection only grows), and a development or test environment only on a database
+    that was empty before it. A database of unknown origin (tables, no marker, such as one
+    migrated with the plain SQL files) stays unmarked, so init_db still asks for --force.
+    """
+    if environment not in RESETTABLE_ENVIRONMENTS:
+        return None if marker == environment else environment
+    if marker is None and not had_tables:
+        return environment
+    return None
+
+
 def check_migration_allowed(marker: str | None, environment: Environment) -> None:
     """Refuse to migrate a staging or production database from any other environment.
 

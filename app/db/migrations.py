@@ -17,11 +17,12 @@ from dataclasses import dataclass
 
 from alembic import op
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
+from alembic.runtime.migration import MigrationContext, MigrationStep, RevisionStep
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
+from app.db.errors import DatabaseSetupError
 from app.db.settings import PROJECT_ROOT
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,25 @@ def _run_with_retries(conn: Connection, sql: str, timeout: str) -> None:
                 summary,
             )
             time.sleep(delay)
+
+
+class IrreversibleMigrationError(DatabaseSetupError):
+    """A downgrade would undo a revision that declares itself irreversible."""
+
+
+def refuse_irreversible(steps: Sequence[MigrationStep]) -> None:
+    """Refuse, before any step runs, a downgrade through a revision with `IRREVERSIBLE`.
+
+    A revision sets `IRREVERSIBLE = "why"` when its downgrade would destroy what it did not
+    create (the baseline describes tables production had long before this project).
+    """
+    for step in steps:
+        if isinstance(step, RevisionStep) and not step.is_upgrade:
+            reason = getattr(step.revision.module, "IRREVERSIBLE", None)
+            if reason:
+                raise IrreversibleMigrationError(
+                    f"refusing to downgrade below {step.revision.revision}: {reason}"
+                )
 
 
 def sql_statements(script: str) -> list[str]:

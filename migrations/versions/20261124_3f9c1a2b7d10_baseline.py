@@ -6,19 +6,26 @@ Create Date: 2026-11-24
 
 The DDL is `sql/baseline.sql`, the one definition of the pre-feature tables. Production
 databases already hold these tables: stamp them with `alembic stamp 3f9c1a2b7d10` once.
+Never downgraded: that would drop every analyst and log. A development database is started
+over with `scripts/init_db.py` instead.
 """
 
 from collections.abc import Sequence
 
 from alembic import op
 
-from app.db.migrations import sql_statements
+from app.db.migrations import IrreversibleMigrationError, sql_statements
 from app.db.settings import PROJECT_ROOT
 
 revision: str = "3f9c1a2b7d10"
 down_revision: str | Sequence[str] | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+
+IRREVERSIBLE = (
+    "analysts and data_collection_logs predate this project and are never dropped by a "
+    "migration; to start a development database over, run scripts/init_db.py"
+)
 
 
 def upgrade() -> None:
@@ -27,5 +34,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute("DROP TABLE data_collection_logs")
-    op.execute("DROP TABLE analysts")
+    raise IrreversibleMigrationError(f"refusing to downgrade below {revision}: {IRREVERSIBLE}")
