@@ -4,7 +4,9 @@
 
 Development and test only. With no DATABASE_URL it uses the embedded server. Exit codes:
 0 done, 2 bad settings, 3 environment refused, 4 database marker refused,
-5 not confirmed, 6 server unreachable or database missing, 7 authentication failed.
+5 not confirmed, 6 server unreachable or database missing, 7 authentication failed,
+10 embedded server failed, 11 the server refused (a missing privilege, say), 130 interrupted
+(the message says whether the reset was applied).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from app.db.cli import run_command
 from app.db.embedded import database_url
 from app.db.engine import engine_from_settings, translate_connect_errors
 from app.db.errors import NotConfirmedError
-from app.db.schema import Confirm, ResetPlan, init_db, require_resettable
+from app.db.schema import Confirm, ResetPlan, ResetReport, init_db, require_resettable
 from app.db.settings import load_settings
 from app.db.urls import describe_url
 
@@ -57,7 +59,7 @@ def _confirmer(target: str, assume_yes: bool) -> Confirm:
     return confirm
 
 
-async def _run(args: argparse.Namespace) -> int:
+async def _run(args: argparse.Namespace, report: ResetReport) -> int:
     settings = load_settings()
     environment = settings.environment()
     require_resettable(environment)  # before connecting to anything
@@ -65,6 +67,7 @@ async def _run(args: argparse.Namespace) -> int:
     target = describe_url(url)
     print(f"init_db: target {target} (APP_ENV={environment.value})")
     engine = engine_from_settings(settings, url, null_pool=True)
+    report.watch_url = url
     try:
         with translate_connect_errors(url):
             result = await init_db(
@@ -73,6 +76,7 @@ async def _run(args: argparse.Namespace) -> int:
                 force=args.force,
                 seed=args.seed,
                 confirm=_confirmer(target, args.yes),
+                report=report,
             )
     finally:
         await engine.dispose()
@@ -82,8 +86,15 @@ async def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _notice(message: str) -> None:
+    print(f"init_db: {message}", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
-    return run_command("init_db", _run(_parse_args(argv)))
+    report = ResetReport(notify=_notice)
+    return run_command(
+        "init_db", _run(_parse_args(argv), report), interrupted=lambda: report.phase.value
+    )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -14,12 +15,14 @@ from sqlalchemy.engine import URL
 
 from app.db.engine import connect, create_engine
 from app.db.errors import EnvironmentRefusedError, MarkerRefusedError, NotConfirmedError
-from app.db.schema import INIT_DB_LOCK_KEY, ResetPlan, init_db
+from app.db.schema import INIT_DB_LOCK_KEY, Phase, ResetPlan, init_db
 from app.db.settings import PROJECT_ROOT, Environment
 from app.models import JobStatus
+from tests import tools
 from tests.conftest import ScratchFactory
 from tests.guide import BASELINE_SQL, fetch, run_script
 from tests.password_server import PASSWORD, password_server
+from tests.tools import assert_secret_hidden, run_tool, url_env
 
 INIT_DB = str(PROJECT_ROOT / "scripts" / "init_db.py")
 MODEL_TABLES = ["analysts", "collection_jobs", "data_collection_logs"]
@@ -58,29 +61,11 @@ async def seeded(scratch_db: ScratchFactory) -> AsyncIterator[tuple[URL, dict[st
 
 def cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     """Run scripts/init_db.py as a user would, with no terminal on stdin."""
-    base = {k: v for k, v in os.environ.items() if k not in ("APP_ENV", "DATABASE_URL")}
-    return subprocess.run(
-        [sys.executable, INIT_DB, *args],
-        env={**base, **env},
-        cwd=cwd,  # away from the project's .env
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-def url_env(url: URL, app_env: str | None = "test") -> dict[str, str]:
-    env = {"DATABASE_URL": url.render_as_string(hide_password=False)}
-    return env if app_env is None else {**env, "APP_ENV": app_env}
+    return run_tool(INIT_DB, *args, env=env, cwd=cwd)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, text: str) -> None:
-    assert result.returncode == code, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("init_db: error: "), result.stderr
-    assert text in lines[0]
-    assert "Traceback" not in result.stdout + result.stderr
+    tools.assert_one_line_error(result, code, text, prefix="init_db: error: ")
 
 
 # --- what it builds ---------------------------------------------------------------------
@@ -257,11 +242,11 @@ async def test_cli_resets_with_yes_and_shows_the_target_masked(
     seeded: tuple[URL, dict[str, int]], tmp_path: Path
 ) -> None:
     url, _ = seeded
-    secret = str(url.password or "hunter2-secret")  # a trusting server ignores it
+    secret = str(url.password or "Hq7!zW-pass")  # a trusting server ignores it
     result = cli("--yes", env=url_env(url.set(password=secret)), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert f"database '{url.database}'" in result.stdout
-    assert secret not in result.stdout + result.stderr
+    assert_secret_hidden(result.stdout + result.stderr, secret)
     assert await row_counts(url) == dict.fromkeys(MODEL_TABLES, 0)
 
 
@@ -269,7 +254,7 @@ def test_cli_reports_an_unreachable_server(tmp_path: Path) -> None:
     url = URL.create("postgresql", "app", "pw-unreachable", "127.0.0.1", 1, "nowhere")
     result = cli("--yes", env=url_env(url), cwd=tmp_path)
     assert_one_line_error(result, 6, "cannot connect to database 'nowhere' on 127.0.0.1:1")
-    assert "pw-unreachable" not in result.stderr
+    assert_secret_hidden(result.stdout + result.stderr, "pw-unreachable")
 
 
 def test_cli_reports_a_bad_url_without_echoing_it(tmp_path: Path) -> None:
@@ -279,7 +264,7 @@ def test_cli_reports_a_bad_url_without_echoing_it(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert_one_line_error(result, 2, "DATABASE_URL must start with one of")
-    assert "pw-bad-url" not in result.stderr
+    assert_secret_hidden(result.stdout + result.stderr, "pw-bad-url")
 
 
 @pytest.fixture(scope="module")
@@ -289,13 +274,105 @@ def secured_server() -> Iterator[URL]:
 
 
 def test_cli_reports_a_wrong_password(secured_server: URL, tmp_path: Path) -> None:
-    wrong = secured_server.set(password="not-the-password")
+    wrong = secured_server.set(password="Wr0ng-Kz8q")
     result = cli("--yes", env=url_env(wrong), cwd=tmp_path)
     assert_one_line_error(result, 7, "authentication failed for database 'postgres'")
-    assert "not-the-password" not in result.stderr and PASSWORD not in result.stderr
+    assert_secret_hidden(result.stdout + result.stderr, "Wr0ng-Kz8q")
+    assert_secret_hidden(result.stdout + result.stderr, PASSWORD)
 
 
 def test_cli_works_with_the_right_password(secured_server: URL, tmp_path: Path) -> None:
     result = cli("--yes", env=url_env(secured_server), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert PASSWORD not in result.stdout + result.stderr
+    assert_secret_hidden(result.stdout + result.stderr, PASSWORD)
+
+
+# --- interruptions and waits: say only what is known, and whom it waits for -------------
+
+
+def start_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
+    base = {k: v for k, v in os.environ.items() if k not in ("APP_ENV", "DATABASE_URL")}
+    return subprocess.Popen(
+        [sys.executable, INIT_DB, *args],
+        env={**base, **env},
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+async def wait_for_session(url: URL, condition: str, timeout: float = 20) -> int:
+    """The pid of init_db's session once `condition` holds for it in pg_stat_activity."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        rows = await fetch(
+            url,
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'collection-jobs' "
+            f"AND datname = current_database() AND {condition}",
+        )
+        if rows:
+            return int(rows[0][0])
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no init_db session with {condition} within {timeout}s")
+
+
+async def test_a_waiting_reset_names_the_session_it_waits_for_and_an_interrupt_keeps_rows(
+    seeded: tuple[URL, dict[str, int]], tmp_path: Path
+) -> None:
+    url, counts = seeded
+    holder = await connect(url, application_name="open-report")
+    await holder.execute("BEGIN; SELECT count(*) FROM analysts")  # holds a lock on analysts
+    holder_pid = holder.get_server_pid()
+    process = start_cli("--yes", env=url_env(url), cwd=tmp_path)
+    try:
+        await wait_for_session(url, "wait_event_type = 'Lock'")
+        assert process.stderr is not None
+        line = await asyncio.wait_for(asyncio.to_thread(process.stderr.readline), 15)
+        assert f"init_db: waiting for pid {holder_pid} (open-report, idle in transaction" in line
+        process.send_signal(signal.SIGINT)
+        _, stderr = await asyncio.to_thread(process.communicate, timeout=30)
+    finally:
+        process.kill()
+        await holder.close()
+    assert process.returncode == 130
+    assert stderr.strip().splitlines()[-1] == f"init_db: {Phase.RESETTING.value}"
+    assert "Traceback" not in stderr
+    assert await row_counts(url) == counts
+
+
+SLOW_COMMIT = """
+CREATE SCHEMA hooks;
+CREATE FUNCTION hooks.slow_commit() RETURNS trigger LANGUAGE plpgsql
+AS $$ BEGIN PERFORM pg_sleep(60); RETURN NULL; END $$;
+CREATE FUNCTION hooks.on_create() RETURNS event_trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_event_trigger_ddl_commands()
+               WHERE object_identity = 'public.database_environment') THEN
+        CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON public.database_environment
+            DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION hooks.slow_commit();
+    END IF;
+END $$;
+CREATE EVENT TRIGGER slow_commit ON ddl_command_end WHEN TAG IN ('CREATE TABLE')
+    EXECUTE FUNCTION hooks.on_create();
+"""
+"""A deferred trigger that makes COMMIT itself take a minute: an interrupt lands in it."""
+
+
+async def test_an_interrupt_during_the_commit_does_not_claim_nothing_was_committed(
+    scratch_db: ScratchFactory, tmp_path: Path
+) -> None:
+    url = await scratch_db()
+    await run_script(url, SLOW_COMMIT)
+    process = start_cli("--yes", env=url_env(url), cwd=tmp_path)
+    try:
+        await wait_for_session(url, "wait_event = 'PgSleep'")
+        process.send_signal(signal.SIGINT)
+        _, stderr = await asyncio.to_thread(process.communicate, timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 130
+    assert stderr.strip().splitlines()[-1] == f"init_db: {Phase.COMMITTING.value}"
+    assert "nothing" not in stderr

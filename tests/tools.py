@@ -52,11 +52,13 @@ def assert_one_line_error(
     assert text in lines[0], lines[0]
 
 
-def assert_secret_hidden(output: str, secret: str, *, window: int = 4) -> None:
+def assert_secret_hidden(output: str, secret: str, *, window: int = 5) -> None:
     """No fragment of `secret` (any `window` characters of it) in `output`.
 
-    Raised by hand, never by a bare `assert`, so that a failure does not print the secret.
+    Raised by hand, never by a bare `assert`, and hidden from the traceback (which would
+    show the arguments), so that a failure does not print the secret.
     """
+    __tracebackhide__ = True
     fragments = {secret[i : i + window] for i in range(len(secret) - window + 1)}
     found = sum(fragment in output for fragment in fragments)
     if found:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class DatabaseSetupError(Exception):
     """An expected failure: commands print its message as one line and exit with `exit_code`."""
@@ -43,3 +45,21 @@ class AuthenticationFailedError(DatabaseSetupError):
     """The server rejected the user name or password."""
 
     exit_code = 7
+
+
+class ServerRefusedError(DatabaseSetupError):
+    """The server refused a statement: a missing privilege, a conflicting object, ..."""
+
+    exit_code = 11
+
+    @classmethod
+    def from_server(cls, exc: BaseException) -> ServerRefusedError:
+        """One line from a server error: its SQLSTATE, message and hint, nothing else."""
+        error: Any = getattr(exc, "orig", None) or exc
+        error = getattr(error, "__cause__", None) or error
+        message = str(getattr(error, "message", None) or error).strip().splitlines()
+        text = message[0] if message else type(error).__name__
+        hint = getattr(error, "hint", None)
+        sqlstate = getattr(error, "sqlstate", None)
+        code = f" [{sqlstate}]" if sqlstate else ""
+        return cls(f"the server refused{code}: {text}" + (f" (hint: {hint})" if hint else ""))

@@ -1,0 +1,111 @@
+"""Say, within seconds, when a command waits on another session, and name that session.
+
+A DDL statement queued behind an open transaction looks exactly like a hung command; an
+operator needs to know whom it waits for (pid, application, state, for how long) to
+decide whether to wait, or to end that session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+
+from sqlalchemy.engine import URL
+
+from app.db.engine import connect
+
+BLOCKERS_SQL = """
+SELECT a.pid, coalesce(nullif(a.application_name, ''), '-'), coalesce(a.state, '-'),
+       extract(epoch FROM now() - coalesce(a.xact_start, a.backend_start))::int
+FROM unnest(pg_blocking_pids($1)) AS b(pid) JOIN pg_stat_activity a ON a.pid = b.pid
+ORDER BY a.pid
+"""
+
+LOCK_HOLDERS_SQL = """
+SELECT DISTINCT a.pid, coalesce(nullif(a.application_name, ''), '-'), coalesce(a.state, '-'),
+       extract(epoch FROM now() - coalesce(a.xact_start, a.backend_start))::int
+FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.granted AND l.locktype = 'relation' AND l.pid <> pg_backend_pid()
+  AND l.relation IN (SELECT to_regclass(n) FROM unnest(CAST(:names AS text[])) AS t(n))
+ORDER BY a.pid
+"""
+"""Sessions holding any lock on the named tables (for after a lock timeout, when the
+waiting is over and pg_blocking_pids no longer tells)."""
+
+
+@dataclass(frozen=True)
+class Session:
+    pid: int
+    application: str
+    state: str
+    seconds: int
+
+    def __str__(self) -> str:
+        return (
+            f"pid {self.pid} ({self.application}, {self.state}, transaction open {self.seconds}s)"
+        )
+
+
+def describe(sessions: list[Session]) -> str:
+    return "; ".join(str(s) for s in sessions) or "no session found"
+
+
+class WaitWatcher:
+    """While the block runs, report (within `poll` seconds) that `pid` waits, and for whom.
+
+    Runs in a thread with its own connection, so it works beside sync and async code.
+    """
+
+    def __init__(
+        self,
+        url: URL,
+        pid: int,
+        notify: Callable[[str], None],
+        *,
+        poll: float = 1.0,
+        repeat: float = 10.0,
+    ) -> None:
+        self._url, self._pid, self._notify = url, pid, notify
+        self._poll, self._repeat = poll, repeat
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="wait-watcher", daemon=True)
+
+    def __enter__(self) -> WaitWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._watch())
+        except Exception:  # a report that cannot be made must not fail the command
+            return
+
+    async def _watch(self) -> None:
+        if self._stop.wait(self._poll):
+            return
+        conn = await connect(self._url, application_name="collection-jobs-watch")
+        reported: tuple[set[int], float] = (set(), 0.0)
+        loop = asyncio.get_running_loop()
+        try:
+            while not self._stop.is_set():
+                sessions = [Session(*row) for row in await conn.fetch(BLOCKERS_SQL, self._pid)]
+                pids = {s.pid for s in sessions}
+                if sessions and (pids != reported[0] or loop.time() - reported[1] >= self._repeat):
+                    self._notify(f"waiting for {describe(sessions)}")
+                    reported = (pids, loop.time())
+                if await asyncio.to_thread(self._stop.wait, self._poll):
+                    return
+        finally:
+            await conn.close()
