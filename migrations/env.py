@@ -20,7 +20,7 @@ from sqlalchemy.engine import URL
 
 from app.db.embedded import database_url
 from app.db.engine import engine_from_settings, translate_connect_errors
-from app.db.errors import DatabaseSetupError
+from app.db.errors import ConfigurationError, DatabaseSetupError
 from app.db.marker import (
     MARKER_TABLE,
     check_migration_allowed,
@@ -29,7 +29,7 @@ from app.db.marker import (
     read_marker,
     write_marker,
 )
-from app.db.migrations import refuse_irreversible
+from app.db.migrations import RETRY_OPTION, WATCH_OPTION, refuse_irreversible
 from app.db.schema import INIT_DB_LOCK_KEY
 from app.db.settings import Environment, load_settings
 from app.models import Base
@@ -70,6 +70,20 @@ def run_migrations_offline() -> None:
         context.run_migrations()
 
 
+def _lock_retry_seconds() -> float:
+    """The retry budget: `-x lock_retry_seconds=N`, else the caller's, else the setting."""
+    raw = context.get_x_argument(as_dictionary=True).get(RETRY_OPTION)
+    if raw is None:
+        return float(config.attributes.get(RETRY_OPTION) or settings.migration_lock_retry_seconds)
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        raise ConfigurationError(f"-x {RETRY_OPTION} must be a positive number of seconds")
+    return seconds
+
+
 def _guard_steps() -> None:
     """Check the whole list of steps a command will run before the first one runs.
 
@@ -88,7 +102,7 @@ def _guard_steps() -> None:
     migration_context._migrations_fn = checked
 
 
-def _run_sync(conn: Connection, environment: Environment) -> None:
+def _run_sync(conn: Connection, environment: Environment, url: URL) -> None:
     conn.exec_driver_sql(f"SELECT pg_advisory_lock({INIT_DB_LOCK_KEY})")
     try:
         marker = read_marker(conn)
@@ -99,6 +113,7 @@ def _run_sync(conn: Connection, environment: Environment) -> None:
         context.configure(
             connection=conn,
             on_version_apply=lambda **kw: applied.append(kw["step"]),
+            **{RETRY_OPTION: _lock_retry_seconds(), WATCH_OPTION: url},
             **OPTIONS,
         )
         _guard_steps()
@@ -120,7 +135,7 @@ async def run_migrations_online() -> None:
     try:
         with translate_connect_errors(url):
             async with engine.connect() as conn:
-                await conn.run_sync(_run_sync, environment)
+                await conn.run_sync(_run_sync, environment, url)
     finally:
         await engine.dispose()
 

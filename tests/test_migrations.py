@@ -28,6 +28,7 @@ from tests.conftest import ScratchFactory
 from tests.guide import BASELINE_SQL, fetch, run_script
 from tests.test_init_db import reset
 from tests.test_schema_parity import built_by_init_db, schema_of
+from tests.tools import url_env
 
 BASELINE, HEAD = "3f9c1a2b7d10", "8e4d6b0c2a91"
 LOG_INDEX = "idx_data_collection_logs_collection_job_id"
@@ -324,3 +325,71 @@ def test_a_migration_never_makes_a_database_easier_to_wipe(
     marker: str | None, environment: Environment, had_tables: bool, written: Environment | None
 ) -> None:
     assert marker_after_migration(marker, environment, had_tables=had_tables) == written
+
+
+def start_alembic(url: URL, *args: str, cwd: Path) -> subprocess.Popen[str]:
+    """The alembic command line as an operator runs it."""
+    base = {k: v for k, v in os.environ.items() if k not in ("APP_ENV", "DATABASE_URL")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "alembic", "-c", str(PROJECT_ROOT / "alembic.ini"), *args],
+        env={**base, **url_env(url)},
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+async def test_exhausted_lock_retries_name_the_holder_in_one_line_and_a_rerun_resumes(
+    scratch_db: ScratchFactory, tmp_path: Path
+) -> None:
+    url = await scratch_db()
+    await alembic(url, "upgrade", BASELINE)
+    holder = await connect(url, application_name="lock-holder")
+    await holder.execute("BEGIN; LOCK TABLE data_collection_logs IN ROW EXCLUSIVE MODE")
+    try:
+        process = start_alembic(url, "-x", "lock_retry_seconds=2", "upgrade", "head", cwd=tmp_path)
+        _, stderr = await asyncio.to_thread(process.communicate, timeout=60)
+    finally:
+        await holder.execute("ROLLBACK")
+        pid = holder.get_server_pid()
+        await holder.close()
+    assert process.returncode != 0 and "Traceback" not in stderr, stderr
+    failed = [line for line in stderr.splitlines() if "ERROR" in line]
+    assert len(failed) == 1, stderr
+    assert "gave up after" in failed[0]
+    assert f"held by pid {pid} (lock-holder, idle in transaction, transaction open" in failed[0]
+    assert "run the same command again to resume" in failed[0]
+    assert await fetch(url, "SELECT to_regclass('collection_jobs') IS NOT NULL") == [(True,)]
+
+    rerun = start_alembic(url, "upgrade", "head", cwd=tmp_path)
+    await asyncio.to_thread(rerun.communicate, timeout=60)
+    assert rerun.returncode == 0
+    assert await version(url) == HEAD
+    assert await schema_of(url) == await models_schema(scratch_db)
+
+
+async def test_a_concurrent_index_build_behind_an_old_snapshot_names_the_session(
+    scratch_db: ScratchFactory, tmp_path: Path
+) -> None:
+    url = await scratch_db()
+    await alembic(url, "upgrade", BASELINE)
+    holder = await connect(url, application_name="old-snapshot")
+    await holder.execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM analysts")
+    process = start_alembic(url, "upgrade", "head", cwd=tmp_path)
+    try:
+        assert process.stderr is not None
+        seen = []
+        while not any("waiting for pid" in line for line in seen):
+            line = await asyncio.wait_for(asyncio.to_thread(process.stderr.readline), 30)
+            assert line, "alembic ended without saying it waits: " + "".join(seen)
+            seen.append(line)
+        assert f"pid {holder.get_server_pid()} (old-snapshot, idle in transaction" in seen[-1]
+        assert "CREATE INDEX CONCURRENTLY" in seen[-1]
+    finally:
+        await holder.execute("ROLLBACK")
+        await holder.close()
+        await asyncio.to_thread(process.communicate, timeout=60)
+    assert process.returncode == 0
+    assert await version(url) == HEAD

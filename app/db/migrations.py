@@ -9,8 +9,10 @@ Every step commits on its own and is written to be re-run after a failure.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,21 +21,31 @@ from alembic import op
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext, MigrationStep, RevisionStep
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
+from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
 from app.db.errors import DatabaseSetupError
-from app.db.settings import PROJECT_ROOT
+from app.db.settings import DEFAULT_LOCK_RETRY_SECONDS, PROJECT_ROOT
+from app.db.waits import LOCK_HOLDERS_SQL, Session, WaitWatcher, describe
 
 log = logging.getLogger(__name__)
 
 LOCK_TIMEOUT = "25ms"
 """Longest a blocking step may make writers queue behind it."""
-MAX_ATTEMPTS = 40
 BACKOFF_START, BACKOFF_MAX = 0.2, 2.0
 """Seconds between attempts: doubling from BACKOFF_START up to BACKOFF_MAX, jittered."""
+RETRY_OPTION = "lock_retry_seconds"
+"""The migration context option (from the settings, or `alembic -x lock_retry_seconds=N`)."""
+WATCH_OPTION = "watch_url"
+"""The migration context option with the database URL, to watch from a second connection."""
 
 _LOCK_NOT_AVAILABLE = "55P03"
+_IDENTIFIER = re.compile(r"\b[a-z_][a-z0-9_]*\b")
+
+
+class LockRetriesExhaustedError(DatabaseSetupError):
+    """A blocking step never got its lock within the retry budget; nothing is half-done."""
 
 
 @dataclass(frozen=True)
@@ -51,8 +63,13 @@ def run_steps(steps: Sequence[Step]) -> None:
         # table's writers need (measured in benchmarks/migration_lock.py).
         op.execute("SET max_parallel_maintenance_workers = 0")
         if not context.as_sql:
+            conn = op.get_bind()
+            budget = float(context.opts.get(RETRY_OPTION) or DEFAULT_LOCK_RETRY_SECONDS)
+            watch_url = context.opts.get(WATCH_OPTION)
+            pid = int(conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
             for step in steps:
-                _run_with_retries(op.get_bind(), step.sql, _timeout(step))
+                with _watching(watch_url, pid, step):
+                    _run_with_retries(conn, step.sql, _timeout(step), budget)
         else:
             # Plain SQL can't retry: after a lock timeout the DBA runs the file again.
             current = None
@@ -65,14 +82,33 @@ def run_steps(steps: Sequence[Step]) -> None:
         op.execute("RESET max_parallel_maintenance_workers")
 
 
+def _watching(url: URL | None, pid: int, step: Step) -> contextlib.AbstractContextManager[object]:
+    """Log whom a step that may wait long (VALIDATE, CONCURRENTLY) is waiting for."""
+    if url is None or step.blocks_writers:  # those give up after LOCK_TIMEOUT anyway
+        return contextlib.nullcontext()
+
+    def notify(message: str) -> None:
+        log.warning("%s: %s", message, _summary(step.sql))
+
+    return WaitWatcher(url, pid, notify)
+
+
 def _timeout(step: Step) -> str:
     return LOCK_TIMEOUT if step.blocks_writers else "0"
 
 
-def _run_with_retries(conn: Connection, sql: str, timeout: str) -> None:
-    summary = " ".join(sql.split())[:70]
+def _summary(sql: str) -> str:
+    return " ".join(sql.split())[:70]
+
+
+def _run_with_retries(conn: Connection, sql: str, timeout: str, budget: float) -> None:
+    """Run `sql`, retrying lock timeouts with backoff until `budget` seconds have passed."""
+    summary = _summary(sql)
     started = time.monotonic()
-    for attempt in range(1, MAX_ATTEMPTS + 1):
+    holders: list[Session] = []
+    attempt = 0
+    while True:
+        attempt += 1
         try:
             conn.exec_driver_sql(f"SET lock_timeout = '{timeout}'")
             conn.exec_driver_sql(sql)
@@ -80,19 +116,37 @@ def _run_with_retries(conn: Connection, sql: str, timeout: str) -> None:
             log.info("%.3fs, attempt %d: %s", time.monotonic() - started, attempt, summary)
             return
         except DBAPIError as exc:
-            lock_timeout = getattr(exc.orig, "sqlstate", None) == _LOCK_NOT_AVAILABLE
-            if not lock_timeout or attempt == MAX_ATTEMPTS:
+            if getattr(exc.orig, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
                 raise
-            delay = min(BACKOFF_START * 2 ** (attempt - 1), BACKOFF_MAX) * random.uniform(0.5, 1.0)
-            log.warning(
-                "lock not granted within %s (attempt %d/%d), retrying in %.2fs: %s",
-                timeout,
-                attempt,
-                MAX_ATTEMPTS,
-                delay,
-                summary,
-            )
-            time.sleep(delay)
+        holders = _lock_holders(conn, sql) or holders
+        elapsed = time.monotonic() - started
+        delay = min(BACKOFF_START * 2 ** (attempt - 1), BACKOFF_MAX) * random.uniform(0.5, 1.0)
+        if elapsed + delay > budget:
+            raise LockRetriesExhaustedError(
+                f"gave up after {attempt} attempts over {elapsed:.0f}s (lock_timeout {timeout}"
+                f" each) on: {summary}; the lock was held by {describe(holders)}; the steps "
+                "before it are kept: run the same command again to resume (or raise the "
+                f"budget with -x {RETRY_OPTION}=SECONDS)"
+            ) from None
+        log.warning(
+            "lock not granted within %s (attempt %d, %.0fs of %.0fs), held by %s; "
+            "retrying in %.2fs: %s",
+            timeout,
+            attempt,
+            elapsed,
+            budget,
+            describe(holders),
+            delay,
+            summary,
+        )
+        time.sleep(delay)
+
+
+def _lock_holders(conn: Connection, sql: str) -> list[Session]:
+    """Who holds locks on the tables `sql` names (asked right after a lock timeout)."""
+    names = sorted(set(_IDENTIFIER.findall(sql.lower())))
+    rows = conn.execute(text(LOCK_HOLDERS_SQL), {"names": names})
+    return [Session(*row) for row in rows]
 
 
 class IrreversibleMigrationError(DatabaseSetupError):

@@ -15,6 +15,9 @@ from app.db.urls import parse_database_url
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PGDATA = PROJECT_ROOT / ".pgdata"
+DEFAULT_LOCK_RETRY_SECONDS = 300.0
+"""How long a migration step that blocks writers keeps retrying by default: long enough
+to ride out an incident's long transaction, each attempt still bounded by lock_timeout."""
 
 
 class Environment(StrEnum):
@@ -51,6 +54,10 @@ class Settings(BaseSettings):
     db_disable_prepared_statements: bool = False
     """Set behind PgBouncer in transaction mode: asyncpg then keeps no named statements."""
     db_application_name: str = "collection-jobs"
+    migration_lock_retry_seconds: float = Field(
+        default=DEFAULT_LOCK_RETRY_SECONDS, gt=0, allow_inf_nan=False
+    )
+    """How long a migration step that blocks writers keeps retrying its short lock."""
 
     embedded_pgdata: Path = DEFAULT_PGDATA
     """Data folder of the embedded development server (git-ignored); blank is unset."""
