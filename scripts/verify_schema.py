@@ -4,8 +4,11 @@
 
 Works after any of the three ways of migrating (Alembic, plain SQL, init_db). Read-only:
 the expected schema is built from the models as temporary tables in a transaction that is
-rolled back. Prints PASS/FAIL lines; exit 0 when everything matches, 1 on any difference,
-and init_db's codes (2, 6, 7) for settings and connection failures.
+rolled back (a role without the TEMPORARY privilege gets every other check and a line
+saying why the comparison did not run). It says which state the feature is in and, after
+an interrupted upgrade or downgrade, what to run to finish either way. Prints PASS/FAIL
+lines; exit 0 when everything matches, 1 on any difference or unfinished state, and
+init_db's codes (2, 6, 7, 11) for settings, connection and server failures.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from sqlalchemy import Connection, text
 from app.db.cli import run_command
 from app.db.embedded import database_url
 from app.db.engine import engine_from_settings, translate_connect_errors
+from app.db.feature_state import feature_state
 from app.db.introspect import diff_schemas, read_schema
+from app.db.marker import read_marker
 from app.db.settings import load_settings
 from app.db.urls import describe_url
 from app.models import Base
@@ -48,14 +53,37 @@ GUIDE_CHECKS = [
 ]
 
 
-def verify(conn: Connection) -> list[tuple[bool, str]]:
-    """(passed, what) for each guide check and each schema difference."""
-    results = []
+def verify(conn: Connection) -> list[tuple[bool | None, str]]:
+    """(passed, what) for each guide check, the feature's state and each schema difference;
+    None for what is only information."""
+    results: list[tuple[bool | None, str]] = []
     for what, query, wanted in GUIDE_CHECKS:
         found = {row[0] for row in conn.execute(text(query))}
         results.append((wanted <= found, what))
 
     actual = read_schema(conn)
+    state = feature_state(conn)
+    results.append((state.complete, f"state: {state.description}"))
+    marker = read_marker(conn)
+    results.append(
+        (
+            None,
+            f"environment marker: {marker}"
+            if marker
+            else "environment marker: none (init_db treats this database as of unknown origin)",
+        )
+    )
+    role, database, may_use_temp = conn.execute(text(_TEMP_PRIVILEGE)).one()
+    if not may_use_temp:
+        return [
+            *results,
+            (
+                False,
+                "comparison with the models not run: it builds them as temporary tables, and "
+                f"role {role} may not create any in database {database}; grant it with "
+                f'GRANT TEMPORARY ON DATABASE "{database}" TO "{role}"',
+            ),
+        ]
     with conn.begin_nested():
         # The models' schema as temporary tables: needs no CREATE right, leaves nothing.
         conn.execute(text("SET LOCAL search_path = pg_temp"))
@@ -68,11 +96,19 @@ def verify(conn: Connection) -> list[tuple[bool, str]]:
         results.append(
             (
                 True,
-                "columns, types, defaults, indexes (valid) and constraints "
-                "(validated) match the models",
+                "columns, types, defaults, collations, indexes (valid), constraints "
+                "(validated), triggers and security match the models",
             )
         )
     return results
+
+
+_LABELS = {True: "PASS", False: "FAIL", None: "INFO"}
+
+_TEMP_PRIVILEGE = """
+SELECT current_user, current_database(),
+       has_database_privilege(current_database(), 'TEMPORARY')
+"""
 
 
 async def run() -> int:
@@ -88,8 +124,8 @@ async def run() -> int:
     finally:
         await engine.dispose()
     for passed, what in results:
-        print(f"{'PASS' if passed else 'FAIL'}  {what}")
-    failed = sum(not passed for passed, _ in results)
+        print(f"{_LABELS[passed]}  {what}")
+    failed = sum(passed is False for passed, _ in results)
     print(f"verify_schema: {'OK' if not failed else f'{failed} problem(s)'}")
     return 1 if failed else 0
 

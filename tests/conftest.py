@@ -26,6 +26,7 @@ from app.db.settings import Environment, Settings
 from app.db.urls import parse_database_url
 
 ScratchFactory = Callable[[], Awaitable[URL]]
+RoleFactory = Callable[[URL], Awaitable[URL]]
 
 
 @pytest.fixture(scope="session")
@@ -90,5 +91,35 @@ async def scratch_db(test_url: URL) -> AsyncIterator[ScratchFactory]:
         try:
             for name in made:
                 await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+@pytest.fixture
+async def limited_role(test_url: URL) -> AsyncIterator[RoleFactory]:
+    """Make a login role that may connect to a database and read its tables, nothing more.
+
+    Returns the database's URL as that role; the role is dropped after the test.
+    """
+    made: list[tuple[str, URL]] = []
+
+    async def make(url: URL) -> URL:
+        role = f"limited_{uuid.uuid4().hex[:8]}"
+        password = uuid.uuid4().hex
+        conn = await connect(url)
+        try:
+            await conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+            await conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
+        finally:
+            await conn.close()
+        made.append((role, url))
+        return url.set(username=role, password=password)
+
+    yield make
+    for role, url in made:
+        conn = await connect(url)
+        try:
+            await conn.execute(f"DROP OWNED BY {role}")
+            await conn.execute(f"DROP ROLE {role}")
         finally:
             await conn.close()

@@ -19,7 +19,7 @@ from app.db.schema import INIT_DB_LOCK_KEY, Phase, ResetPlan, init_db
 from app.db.settings import PROJECT_ROOT, Environment
 from app.models import JobStatus
 from tests import tools
-from tests.conftest import ScratchFactory
+from tests.conftest import RoleFactory, ScratchFactory
 from tests.guide import BASELINE_SQL, fetch, run_script
 from tests.password_server import PASSWORD, password_server
 from tests.tools import assert_secret_hidden, run_tool, url_env
@@ -376,3 +376,13 @@ async def test_an_interrupt_during_the_commit_does_not_claim_nothing_was_committ
     assert process.returncode == 130
     assert stderr.strip().splitlines()[-1] == f"init_db: {Phase.COMMITTING.value}"
     assert "nothing" not in stderr
+
+
+async def test_force_as_a_role_that_does_not_own_the_tables_is_one_line(
+    seeded: tuple[URL, dict[str, int]], limited_role: RoleFactory, tmp_path: Path
+) -> None:
+    url, counts = seeded
+    role_url = await limited_role(url)
+    result = cli("--yes", "--force", env=url_env(role_url), cwd=tmp_path)
+    assert_one_line_error(result, 11, "must be owner of")
+    assert await row_counts(url) == counts

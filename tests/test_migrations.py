@@ -380,7 +380,7 @@ async def test_a_concurrent_index_build_behind_an_old_snapshot_names_the_session
     process = start_alembic(url, "upgrade", "head", cwd=tmp_path)
     try:
         assert process.stderr is not None
-        seen = []
+        seen: list[str] = []
         while not any("waiting for pid" in line for line in seen):
             line = await asyncio.wait_for(asyncio.to_thread(process.stderr.readline), 30)
             assert line, "alembic ended without saying it waits: " + "".join(seen)

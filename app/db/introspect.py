@@ -1,24 +1,37 @@
 """A schema's shape read from `pg_catalog`, to compare the databases that the three ways of
-migrating (Alembic, plain SQL, init_db) produce: columns in order with types, nullability
-and defaults; indexes with definitions and validity; constraints with definitions and
-whether they are validated.
+migrating (Alembic, plain SQL, init_db) produce: columns in order with types, nullability,
+defaults and collations; indexes with definitions and validity; constraints with
+definitions and whether they are validated; and what the guide's schema never has:
+UNLOGGED tables, triggers, row-level security and its policies.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Connection, text
 
 BOOKKEEPING_TABLES = frozenset({"alembic_version", "database_environment"})
 
+_TABLES = """
+SELECT c.relname, c.relpersistence = 'u',
+       CASE WHEN c.relforcerowsecurity THEN 'forced'
+            WHEN c.relrowsecurity THEN 'enabled' ELSE 'off' END
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = :schema AND c.relkind IN ('r', 'p')
+"""
+
 _COLUMNS = """
 SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
-       pg_get_expr(d.adbin, d.adrelid)
+       pg_get_expr(d.adbin, d.adrelid),
+       CASE WHEN a.attcollation <> t.typcollation THEN co.collname END
 FROM pg_attribute a
 JOIN pg_class c ON c.oid = a.attrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_type t ON t.oid = a.atttypid
+LEFT JOIN pg_collation co ON co.oid = a.attcollation
 LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
 WHERE n.nspname = :schema AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY c.relname, a.attnum
@@ -42,12 +55,29 @@ WHERE n.nspname = :schema
 """
 
 
+_TRIGGERS = """
+SELECT c.relname, tg.tgname, pg_get_triggerdef(tg.oid)
+FROM pg_trigger tg JOIN pg_class c ON c.oid = tg.tgrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = :schema AND NOT tg.tgisinternal
+"""
+
+_POLICIES = """
+SELECT c.relname, p.polname, pg_get_expr(p.polqual, p.polrelid)
+FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = :schema
+"""
+
+
 @dataclass(frozen=True)
 class Column:
     name: str
     type: str
     not_null: bool
     default: str | None
+    collation: str | None = None
+    """Only when it is not the type's default collation."""
 
 
 @dataclass
@@ -57,6 +87,11 @@ class Table:
     """name -> (definition, valid)"""
     constraints: dict[str, tuple[str, str, bool]] = field(default_factory=dict)
     """name -> (type letter, definition, validated)"""
+    unlogged: bool = False
+    row_security: str = "off"
+    """off, enabled or forced"""
+    triggers: dict[str, str] = field(default_factory=dict)
+    policies: dict[str, str] = field(default_factory=dict)
 
 
 Schema = dict[str, Table]
@@ -71,9 +106,18 @@ def read_schema(
     conn.execute(text("SELECT set_config('search_path', :s, true)"), {"s": schema})
     tables: Schema = {}
     params = {"schema": schema}
-    for table, name, type_, not_null, default in conn.execute(text(_COLUMNS), params):
+    for table, unlogged, row_security in conn.execute(text(_TABLES), params):
         if table not in skip:
-            tables.setdefault(table, Table()).columns.append(Column(name, type_, not_null, default))
+            tables[table] = Table(unlogged=unlogged, row_security=row_security)
+    for table, *column in conn.execute(text(_COLUMNS), params):
+        if table in tables:
+            tables[table].columns.append(Column(*column))
+    for table, name, definition in conn.execute(text(_TRIGGERS), params):
+        if table in tables:
+            tables[table].triggers[name] = definition
+    for table, name, definition in conn.execute(text(_POLICIES), params):
+        if table in tables:
+            tables[table].policies[name] = str(definition)
     for table, name, definition, valid in conn.execute(text(_INDEXES), params):
         if table in tables:
             # pg_get_indexdef always names the table's schema: drop it, as for the rest.
@@ -103,10 +147,19 @@ def diff_schemas(expected: Schema, actual: Schema) -> list[str]:
                         f"{name}.{col}: expected {_show(want_cols.get(col))}, "
                         f"got {_show(got_cols.get(col))}"
                     )
-        for kind, want_map, got_map in (
+        for what, wanted, found in (
+            ("UNLOGGED", want.unlogged, got.unlogged),
+            ("row-level security", want.row_security, got.row_security),
+        ):
+            if wanted != found:
+                lines.append(f"{name}: {what} expected {wanted}, got {found}")
+        maps: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
             ("index", want.indexes, got.indexes),
             ("constraint", want.constraints, got.constraints),
-        ):
+            ("trigger", want.triggers, got.triggers),
+            ("policy", want.policies, got.policies),
+        ]
+        for kind, want_map, got_map in maps:
             for key in sorted(want_map.keys() | got_map.keys()):
                 if want_map.get(key) != got_map.get(key):
                     lines.append(
@@ -121,4 +174,5 @@ def _show(entry: tuple[int, Column] | None) -> str:
         return "none"
     position, col = entry
     null = "NOT NULL" if col.not_null else "NULL"
-    return f"#{position + 1} {col.type} {null} DEFAULT {col.default}"
+    collation = f" COLLATE {col.collation}" if col.collation else ""
+    return f"#{position + 1} {col.type}{collation} {null} DEFAULT {col.default}"
