@@ -1,0 +1,134 @@
+"""The embedded server: any path, stale and corrupt pid files, no permission ever widened,
+one-line failures."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from app.db import pgserver
+from app.db.settings import DEFAULT_PGDATA, Settings
+from tests.tools import SCRIPTS, assert_one_line_error, run_tool
+
+EMBEDDED = ("-m", "app.db.embedded")
+
+
+def embedded(action: str, pgdata: Path, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return run_tool(*EMBEDDED, action, env={"EMBEDDED_PGDATA": str(pgdata), **env}, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def spaced_pgdata() -> Iterator[Path]:
+    """A data folder whose path has spaces, in a folder of the test's own that the
+    server's user may enter (the test made it, so it may open it up)."""
+    root = Path(tempfile.mkdtemp(prefix="embedded test "))
+    root.chmod(0o755)
+    pgdata = root / "pg data"
+    yield pgdata
+    pgserver.remove(pgdata)
+    subprocess.run(["rm", "-rf", str(root)], check=False)
+
+
+def test_a_blank_data_folder_setting_is_the_default() -> None:
+    assert Settings(_env_file=None, embedded_pgdata="  ").embedded_pgdata == DEFAULT_PGDATA
+
+
+def test_a_path_with_spaces_works_and_url_is_one_psql_accepts(
+    spaced_pgdata: Path, tmp_path: Path
+) -> None:
+    env = {"EMBEDDED_PGDATA": str(spaced_pgdata)}
+    result = run_tool(str(SCRIPTS / "init_db.py"), "--yes", env=env, cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    url = embedded("url", spaced_pgdata, tmp_path)
+    assert url.returncode == 0, url.stderr
+    psql = subprocess.run(
+        [
+            str(pgserver.binaries() / "psql"),
+            "-XAt",
+            url.stdout.strip(),
+            "-c",
+            "SELECT current_database()",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert psql.returncode == 0 and psql.stdout.strip() == "1", psql.stderr
+    assert "/collection_dev?" in url.stdout
+
+
+@pytest.mark.parametrize("content", ["stranger", "dead", "garbage", "empty"])
+def test_a_stale_pid_file_is_detected_and_the_server_starts_cleanly(
+    spaced_pgdata: Path, tmp_path: Path, content: str
+) -> None:
+    assert embedded("start", spaced_pgdata, tmp_path).returncode == 0
+    assert embedded("stop", spaced_pgdata, tmp_path).stdout.strip() == "stopped"
+    stranger = subprocess.Popen(["sleep", "60"])  # an unrelated process, alive
+    try:
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        pid = {"stranger": stranger.pid, "dead": dead.pid}.get(content)
+        lines = [
+            str(pid),
+            str(spaced_pgdata),
+            "1700000000",
+            "5432",
+            str(spaced_pgdata),
+            "",
+            "",
+            "ready",
+        ]
+        text = {"garbage": "not a pid file\n", "empty": ""}.get(content, "\n".join(lines) + "\n")
+        (spaced_pgdata / "postmaster.pid").write_text(text)
+
+        stop = embedded("stop", spaced_pgdata, tmp_path)
+        assert stop.returncode == 0 and stop.stdout.strip() == "not running", stop.stderr
+        assert stranger.poll() is None, "stop signalled a process that is not the server"
+        start = embedded("start", spaced_pgdata, tmp_path)
+        assert start.returncode == 0 and start.stdout.startswith("running"), start.stderr
+        assert embedded("url", spaced_pgdata, tmp_path).returncode == 0
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_a_failed_start_is_one_line_pointing_to_the_log(
+    spaced_pgdata: Path, tmp_path: Path
+) -> None:
+    assert embedded("start", spaced_pgdata, tmp_path).returncode == 0
+    assert embedded("stop", spaced_pgdata, tmp_path).returncode == 0
+    conf = spaced_pgdata / "postgresql.auto.conf"
+    original = conf.read_text()
+    conf.write_text(original + "shared_buffers = 'lots'\n")
+    try:
+        result = embedded("start", spaced_pgdata, tmp_path)
+        assert_one_line_error(result, 10, f"see {spaced_pgdata / 'log'}")
+        assert "did not start" in result.stderr
+    finally:
+        conf.write_text(original)
+    assert embedded("start", spaced_pgdata, tmp_path).returncode == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the server's own user exists only under root")
+def test_as_root_no_folder_permission_is_widened(tmp_path: Path) -> None:
+    private = Path(tempfile.mkdtemp(prefix="private-"))  # 0700, like a home folder
+    try:
+        before = stat.S_IMODE(private.stat().st_mode)
+        result = embedded("start", private / "pgdata", tmp_path)
+        assert_one_line_error(result, 10, f"cannot enter {private} (mode 0700)")
+        assert f"chmod o+x {private}" in result.stderr
+        assert stat.S_IMODE(private.stat().st_mode) == before
+        assert not (private / "pgdata").exists()
+    finally:
+        private.rmdir()
+
+
+def test_a_bad_app_env_is_one_line(tmp_path: Path) -> None:
+    result = run_tool(*EMBEDDED, "url", env={"APP_ENV": "foo"}, cwd=tmp_path)
+    assert_one_line_error(result, 2, "APP_ENV must be one of", prefix="embedded: error: ")
