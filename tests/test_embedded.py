@@ -59,7 +59,7 @@ def test_a_path_with_spaces_works_and_url_is_one_psql_accepts(
         text=True,
         timeout=30,
     )
-    assert psql.returncode == 0 and psql.stdout.strip() == "1", psql.stderr
+    assert psql.returncode == 0 and psql.stdout.strip() == "collection_dev", psql.stderr
     assert "/collection_dev?" in url.stdout
 
 
