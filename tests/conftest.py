@@ -13,7 +13,7 @@ os.environ["APP_ENV"] = "test"
 os.environ.pop("DATABASE_URL", None)
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 from sqlalchemy.engine import URL
@@ -93,6 +93,15 @@ async def scratch_db(test_url: URL) -> AsyncIterator[ScratchFactory]:
                 await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await conn.close()
+
+
+@pytest.fixture(scope="session")
+def secured_server() -> Iterator[URL]:
+    """A throwaway server with password authentication on 127.0.0.1 (no TLS)."""
+    from tests.password_server import password_server
+
+    with password_server() as url:
+        yield url
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,7 @@ from app.models import JobStatus
 from tests import tools
 from tests.conftest import RoleFactory, ScratchFactory
 from tests.guide import BASELINE_SQL, fetch, run_script
-from tests.password_server import PASSWORD, password_server
+from tests.password_server import PASSWORD
 from tests.tools import assert_secret_hidden, run_tool, url_env
 
 INIT_DB = str(PROJECT_ROOT / "scripts" / "init_db.py")
@@ -265,12 +265,6 @@ def test_cli_reports_a_bad_url_without_echoing_it(tmp_path: Path) -> None:
     )
     assert_one_line_error(result, 2, "DATABASE_URL must start with one of")
     assert_secret_hidden(result.stdout + result.stderr, "pw-bad-url")
-
-
-@pytest.fixture(scope="module")
-def secured_server() -> Iterator[URL]:
-    with password_server() as url:
-        yield url
 
 
 def test_cli_reports_a_wrong_password(secured_server: URL, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from sqlalchemy.engine import URL
 
 from app.db.errors import ConfigurationError
 from app.db.settings import Environment, Settings, load_settings
@@ -13,6 +14,7 @@ from app.db.urls import (
     libpq_env,
     ssl_connect_args,
 )
+from tests.tools import assert_secret_hidden
 
 SECRET = "s3cr3t-pw"
 
@@ -71,12 +73,50 @@ def test_sslmode_reaches_asyncpg_and_libpq() -> None:
         (f"postgresql+psycopg2://app:{SECRET}@db/platform", r"got postgresql\+psycopg2://"),
         (f"not a url {SECRET}", "not a valid URL"),
         (f"postgresql://app:{SECRET}@db", "names no database"),
+        # A password with a character that ends its part would be split into the host, the
+        # database or the query, and printed as such.
+        ("postgresql://user:First@Half-7q@host/db", "ambiguous.*percent-encode"),
+        ("postgresql://user:First/Half-7q@host/db", "ambiguous"),
+        ("postgresql://user:First?Half-7q@host/db", "ambiguous"),
+        ("postgresql://user:First#Half-7q@host/db", "ambiguous"),
+        (
+            f"postgresql://app:{SECRET}@db/p?connect_timeout=5",
+            "use DB_CONNECT_TIMEOUT",
+        ),
+        (f"postgresql://app:{SECRET}@db/p?application_name=x", "unknown query parameter"),
+        (f"postgresql://app:{SECRET}@db/p?sslmode=strict", "unknown sslmode"),
+        (f"postgresql://app:{SECRET}@db/p?sslrootcert=/no/such.crt", "needs sslmode=verify"),
+        (
+            f"postgresql://app:{SECRET}@db/p?sslmode=verify-full&sslrootcert=/no/such.crt",
+            "sslrootcert file does not exist",
+        ),
+        (f"postgresql://app:{SECRET}@db1,db2/p", "several hosts"),
+        (f"postgresql://app:{SECRET}@/p?host=/a&host=/b", "more than once"),
+        (f"postgresql://app:{SECRET}@/p?host=/a,/b", "several hosts"),
+        (f"postgresql://app:{SECRET}@db:99999/p", "port outside"),
+        (f"postgresql://app:{SECRET}@db:port/p", "not a valid URL"),
+        (f"postgresql://app:{SECRET}@/p?port=x", "port that is not a number"),
     ],
 )
 def test_bad_urls_fail_with_a_message_that_hides_the_password(raw: str, message: str) -> None:
     with pytest.raises(ConfigurationError, match=message) as caught:
         make(database_url=raw)
-    assert SECRET not in str(caught.value)
+    assert_secret_hidden(str(caught.value), SECRET)
+    assert_secret_hidden(str(caught.value), "First")
+    assert_secret_hidden(str(caught.value), "Half-7q")
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("password", ["a b c", "x@y/z?w#v%", "p:q", "ünï"])
+def test_any_password_works_when_percent_encoded(password: str) -> None:
+    url = make(
+        database_url=URL.create("postgresql", "app", password, "db", 5432, "p").render_as_string(
+            hide_password=False
+        )
+    ).url()
+    assert url is not None and url.password == password
+    assert asyncpg_connect_args(url)["password"] == password
+    assert libpq_env(url, connect_timeout=10)["PGPASSWORD"] == password
 
 
 def test_password_is_masked_in_repr_and_description() -> None:
