@@ -220,7 +220,7 @@ async def test_overall_progress_is_text_with_one_decimal_from_0_to_100(
 
 async def test_the_estimate_follows_elapsed_time_and_progress(session: AsyncSession) -> None:
     job = await running_job(session, collection_types=["news"])
-    started = NOW - timedelta(minutes=10)
+    started = datetime.now(UTC) - timedelta(minutes=10)  # not NOW: set when collected
     await session.execute(
         update(CollectionJob).where(CollectionJob.id == job.id).values(started_at=started)
     )
