@@ -11,13 +11,10 @@ autocommit mode (see `Executor`).
 
 from __future__ import annotations
 
-import math
 import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
-from numbers import Real
 from typing import Any, Generic, NamedTuple, TypeGuard, TypeVar
 
 from pydantic import (
@@ -66,6 +63,42 @@ from app.models import (
 )
 from app.models.base import TIMESTAMPTZ
 from app.models.collection_job import ERROR_MESSAGE_MAX_LENGTH
+from app.services import job_inputs as check
+from app.services.job_errors import (
+    CollectionJobError,
+    InvalidTransitionError,
+    JobNotFoundError,
+    JobNotRunningError,
+    JobValidationError,
+)
+
+__all__ = [
+    "ALLOWED_FROM",
+    "CollectionJobError",
+    "Cursor",
+    "InvalidTransitionError",
+    "JobNotFoundError",
+    "JobNotRunningError",
+    "JobValidationError",
+    "LogEntry",
+    "NewCollectionJob",
+    "Page",
+    "ProgressReport",
+    "add_job_logs",
+    "cancel_job",
+    "claim_next_job",
+    "complete_job",
+    "create_job",
+    "fail_job",
+    "fail_stalled_jobs",
+    "list_analyst_jobs",
+    "list_job_logs",
+    "list_stalled_jobs",
+    "report_progress",
+    "requeue_stalled_jobs",
+    "start_job",
+    "validate_new_job",
+]
 
 T = TypeVar("T")
 
@@ -79,51 +112,6 @@ LOGS = Base.metadata.tables[DataCollectionLog.__tablename__]
 """The tables, for the statements that need no ORM objects back (the fast paths)."""
 
 MAX_PAGE_SIZE = 1000
-
-
-# --- Errors: each message is one line, fit to show the caller --------------------------------
-
-
-class CollectionJobError(Exception):
-    """Base of this module's errors."""
-
-
-class JobValidationError(CollectionJobError, ValueError):
-    """Bad input, named by field; nothing was written."""
-
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
-        self.field = field
-        self.problem = problem
-
-
-class JobNotFoundError(CollectionJobError, LookupError):
-    def __init__(self, job_id: uuid.UUID) -> None:
-        super().__init__(f"collection job {job_id} does not exist")
-        self.job_id = job_id
-
-
-class InvalidTransitionError(CollectionJobError):
-    """The job's status does not allow the change (or another caller changed it first)."""
-
-    def __init__(self, job_id: uuid.UUID, current: JobStatus, target: JobStatus) -> None:
-        super().__init__(f"collection job {job_id} is {current}; it cannot become {target}")
-        self.job_id = job_id
-        self.current = current
-        self.target = target
-
-
-class JobNotRunningError(CollectionJobError):
-    """A progress report reached a job this worker no longer runs: stop working on it.
-
-    The job was cancelled, failed, or put back to pending (and perhaps claimed again by
-    another worker, when the report names the run it belongs to).
-    """
-
-    def __init__(self, job_id: uuid.UUID, status: JobStatus, detail: str = "") -> None:
-        super().__init__(f"collection job {job_id} is {status}{detail}; progress not recorded")
-        self.job_id = job_id
-        self.status = status
 
 
 # --- Create --------------------------------------------------------------------------------
@@ -227,6 +215,7 @@ _ALL_TYPES_DONE = (
 async def _transition(
     session: AsyncSession, job_id: uuid.UUID, target: JobStatus, **values: Any
 ) -> CollectionJob:
+    job_id = check.identifier(job_id, "job_id")
     statement = (
         update(CollectionJob)
         .where(CollectionJob.id == job_id, CollectionJob.status.in_(ALLOWED_FROM[target]))
@@ -285,9 +274,7 @@ async def cancel_job(session: AsyncSession, job_id: uuid.UUID) -> CollectionJob:
 
 
 def _cut_error_message(message: str) -> str:
-    if not isinstance(message, str):
-        raise JobValidationError("error_message", "must be a string")
-    return message[:ERROR_MESSAGE_MAX_LENGTH]
+    return check.clean_text(message, "error_message")[:ERROR_MESSAGE_MAX_LENGTH]
 
 
 # --- Progress ------------------------------------------------------------------------------
@@ -308,6 +295,10 @@ _ZERO = literal_column("0", Float)
 _HUNDRED = literal_column("100.0", Float)
 _EMPTY_OBJECT = literal_column("'{}'::jsonb", JSONB)
 _RUNNING = literal_column(f"'{JobStatus.RUNNING.value}'", String)
+MAX_ESTIMATE = timedelta(days=365)
+"""No estimate (NULL) when the projected finish is further than this from the start: at
+that rate the figure means nothing (a tiny first report long after the start)."""
+_MAX_ESTIMATE_SECONDS = literal_column(str(int(MAX_ESTIMATE.total_seconds())), Float)
 
 
 def _percent_of(progress: ColumnElement[Any], collection_type: ColumnElement[Any]) -> Any:
@@ -336,7 +327,9 @@ def _progress_statement() -> Any:
         .select_from(type_names)
         .scalar_subquery()
     )
-    elapsed = _now() - jobs.started_at
+    # Seconds from the start to the projected finish; checked against the cap before it
+    # becomes an interval, which a tiny first report long after the start would overflow.
+    projected = func.extract("epoch", _now() - jobs.started_at) * (_HUNDRED / mean)
     return (
         update(JOBS)
         .where(
@@ -352,7 +345,11 @@ def _progress_statement() -> Any:
             progress=merged,
             overall_progress=cast(func.round(cast(mean, Numeric), literal_column("1")), String),
             estimated_completion_time=case(
-                (mean > _ZERO, jobs.started_at + elapsed * (_HUNDRED / mean)), else_=None
+                (
+                    (mean > _ZERO) & (projected <= _MAX_ESTIMATE_SECONDS),
+                    jobs.started_at + projected * literal_column("interval '1 second'"),
+                ),
+                else_=None,
             ),
         )
         .returning(jobs.progress, jobs.overall_progress, jobs.estimated_completion_time)
@@ -381,11 +378,13 @@ async def report_progress(
     learns its job was cancelled. Pass the `started_at` that `claim_next_job` returned as
     `run_started_at` to refuse reports from a run that was requeued and claimed again.
     """
-    type_value = _collection_type(collection_type, "collection_type")
+    job_id = check.identifier(job_id, "job_id")
+    type_value = check.collection_type(collection_type, "collection_type")
+    run_started_at = check.optional_aware(run_started_at, "run_started_at")
     params = {
         "job_id": job_id,
         "collection_type": type_value,
-        "percent": _percent(percent),
+        "percent": check.percent(percent),
         "run_started_at": run_started_at,
     }
     if _is_autocommit(db):
@@ -440,33 +439,6 @@ async def _why_not_recorded(
     return JobNotRunningError(job_id, row.status, " in a run that began after this report")
 
 
-E = TypeVar("E", bound=StrEnum)
-
-
-def _member(enum: type[E], value: str, field: str, what: str) -> E:
-    """`value` as a member of `enum`, or a validation error that lists the allowed values."""
-    try:
-        return enum(value)
-    except ValueError:
-        known = ", ".join(member.value for member in enum)
-        raise JobValidationError(
-            field, f"{value!r} is not a known {what} (one of: {known})"
-        ) from None
-
-
-def _collection_type(value: CollectionType | str, field: str) -> str:
-    return _member(CollectionType, value, field, "type").value
-
-
-def _percent(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise JobValidationError("percent", f"must be a number, not {type(value).__name__}")
-    number = float(value)
-    if math.isnan(number) or not 0.0 <= number <= 100.0:
-        raise JobValidationError("percent", f"must be between 0 and 100, not {number}")
-    return number
-
-
 # --- Claiming and stalled jobs -------------------------------------------------------------
 
 
@@ -495,8 +467,7 @@ async def claim_next_job(session: AsyncSession) -> CollectionJob | None:
 
 
 def _stalled(stalled_for: timedelta) -> list[ColumnElement[bool]]:
-    if not isinstance(stalled_for, timedelta) or stalled_for <= timedelta(0):
-        raise JobValidationError("stalled_for", "must be a positive timedelta")
+    check.positive_timedelta(stalled_for, "stalled_for")
     return [
         CollectionJob.status == JobStatus.RUNNING,
         CollectionJob.updated_at < _now() - stalled_for,
@@ -529,7 +500,8 @@ async def fail_stalled_jobs(
     session: AsyncSession, stalled_for: timedelta, error_message: str | None = None
 ) -> list[CollectionJob]:
     """Fail every stalled job in one statement; returns the jobs failed."""
-    message = error_message or f"no progress reported for {stalled_for}"
+    check.positive_timedelta(stalled_for, "stalled_for")
+    message = f"no progress reported for {stalled_for}" if error_message is None else error_message
     return await _update_stalled(
         session,
         stalled_for,
@@ -574,9 +546,6 @@ class LogEntry:
     completed_at: datetime | None = None
 
 
-_INT4_MAX = 2**31 - 1
-
-
 _LOG_COLUMN_TYPES: dict[str, Any] = {
     "collection_type": Text,
     "status": Text,
@@ -591,26 +560,27 @@ def _log_columns(entries: Sequence[LogEntry]) -> dict[str, list[Any]]:
     columns: dict[str, list[Any]] = {name: [] for name in _LOG_COLUMN_TYPES}
     for index, entry in enumerate(entries):
         where = f"entries[{index}]"
+        if not isinstance(entry, LogEntry):
+            raise JobValidationError(where, f"must be a LogEntry, not {type(entry).__name__}")
         columns["collection_type"].append(
-            _collection_type(entry.collection_type, f"{where}.collection_type")
+            check.collection_type(entry.collection_type, f"{where}.collection_type")
         )
         columns["status"].append(
-            _member(LogStatus, entry.status, f"{where}.status", "log status").value
+            check.member(LogStatus, entry.status, f"{where}.status", "log status").value
         )
-        records = entry.records_collected
-        if isinstance(records, bool) or not isinstance(records, int):
-            raise JobValidationError(f"{where}.records_collected", "must be an integer")
-        if not 0 <= records <= _INT4_MAX:
-            raise JobValidationError(
-                f"{where}.records_collected", f"must be between 0 and {_INT4_MAX}"
-            )
-        columns["records_collected"].append(records)
-        columns["message"].append(entry.message)
-        for name in ("started_at", "completed_at"):
-            moment = getattr(entry, name)
-            if moment is not None and (not isinstance(moment, datetime) or moment.tzinfo is None):
-                raise JobValidationError(f"{where}.{name}", "must be a timezone-aware datetime")
-            columns[name].append(moment)
+        columns["records_collected"].append(
+            check.count(entry.records_collected, f"{where}.records_collected")
+        )
+        message = entry.message
+        columns["message"].append(
+            None if message is None else check.clean_text(message, f"{where}.message")
+        )
+        started = check.optional_aware(entry.started_at, f"{where}.started_at")
+        completed = check.optional_aware(entry.completed_at, f"{where}.completed_at")
+        if started is not None and completed is not None and completed < started:
+            raise JobValidationError(f"{where}.completed_at", "must not be before started_at")
+        columns["started_at"].append(started)
+        columns["completed_at"].append(completed)
     return columns
 
 
@@ -628,7 +598,11 @@ def _add_logs_statement() -> Any:
     source = (
         select(jobs.analyst_id, jobs.id, *(rows.c[name] for name in _LOG_COLUMN_TYPES))
         .select_from(JOBS.join(rows, true()))
-        .where(jobs.id == bindparam("job_id", type_=UUID(as_uuid=True)))
+        .where(
+            jobs.id == bindparam("job_id", type_=UUID(as_uuid=True)),
+            # Every entry of one of the job's types, or no row at all.
+            jobs.collection_types.contains(bindparam("collection_type", type_=ARRAY(Text))),
+        )
     )
     return insert(LOGS).from_select(["analyst_id", "collection_job_id", *_LOG_COLUMN_TYPES], source)
 
@@ -641,13 +615,25 @@ async def add_job_logs(db: Executor, job_id: uuid.UUID, entries: Sequence[LogEnt
 
     Every entry is checked first: one bad entry writes nothing.
     """
+    job_id = check.identifier(job_id, "job_id")
+    if not isinstance(entries, Sequence) or isinstance(entries, str | bytes):
+        raise JobValidationError("entries", "must be a sequence of LogEntry")
     if not entries:
         return 0
     columns = _log_columns(entries)
     result = await db.execute(ADD_LOGS_STATEMENT, {"job_id": job_id, **columns})
     written: int = result.rowcount  # type: ignore[attr-defined]
     if written == 0:
-        raise JobNotFoundError(job_id)
+        types = await db.scalar(select(JOBS.c.collection_types).where(JOBS.c.id == job_id))
+        if types is None:
+            raise JobNotFoundError(job_id)
+        index, wrong = next(
+            (i, t) for i, t in enumerate(columns["collection_type"]) if t not in types
+        )
+        raise JobValidationError(
+            f"entries[{index}].collection_type",
+            f"{wrong} is not one of this job's types ({', '.join(types)})",
+        )
     return written
 
 
@@ -671,6 +657,17 @@ def _page_size(limit: int) -> int:
     return limit
 
 
+def _cursor(cursor: Cursor | None, field: str) -> Cursor | None:
+    if cursor is None:
+        return None
+    if not isinstance(cursor, Cursor):
+        raise JobValidationError(field, "must be a Cursor from a previous page")
+    return Cursor(
+        check.aware(cursor.created_at, f"{field}.created_at"),
+        check.identifier(cursor.id, f"{field}.id"),
+    )
+
+
 def _page(rows: Sequence[Any], limit: int) -> Page[Any]:
     items = list(rows[:limit])
     more = len(rows) > limit
@@ -681,7 +678,9 @@ async def list_job_logs(
     session: AsyncSession, job_id: uuid.UUID, *, limit: int = 100, after: Cursor | None = None
 ) -> Page[DataCollectionLog]:
     """A job's logs, oldest first, a page at a time (index on `collection_job_id`)."""
+    job_id = check.identifier(job_id, "job_id")
     limit = _page_size(limit)
+    after = _cursor(after, "after")
     statement = (
         select(DataCollectionLog)
         .where(DataCollectionLog.collection_job_id == job_id)
@@ -704,7 +703,9 @@ async def list_analyst_jobs(
     before: Cursor | None = None,
 ) -> Page[CollectionJob]:
     """An analyst's jobs, newest first, optionally of some statuses, a page at a time."""
+    analyst_id = check.identifier(analyst_id, "analyst_id")
     limit = _page_size(limit)
+    before = _cursor(before, "before")
     statement = (
         select(CollectionJob)
         .where(CollectionJob.analyst_id == analyst_id)
@@ -712,8 +713,13 @@ async def list_analyst_jobs(
         .limit(limit + 1)
     )
     if status is not None:
-        statuses = [status] if isinstance(status, str) else list(status)
-        wanted = [_member(JobStatus, s, "status", "status") for s in statuses]
+        if isinstance(status, str):
+            statuses: list[JobStatus | str] = [status]
+        elif isinstance(status, Collection):
+            statuses = list(status)
+        else:
+            raise JobValidationError("status", "must be a status or a collection of statuses")
+        wanted = [check.member(JobStatus, s, "status", "status") for s in statuses]
         statement = statement.where(CollectionJob.status.in_(wanted))
     if before is not None:
         statement = statement.where(
