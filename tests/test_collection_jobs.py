@@ -486,3 +486,122 @@ async def test_page_size_is_checked(session: AsyncSession, limit: int) -> None:
 async def test_an_unknown_status_filter_is_refused(session: AsyncSession) -> None:
     with pytest.raises(JobValidationError, match="status: 'paused' is not a known status"):
         await jobs.list_analyst_jobs(session, uuid.uuid4(), status="paused")
+
+
+# --- Hostile input: the service's own error, before any SQL; the transaction stays usable --
+
+
+async def still_usable(session: AsyncSession) -> None:
+    """An SQL error would have aborted the caller's transaction; a check before SQL did not."""
+    assert await session.scalar(select(1)) == 1
+
+
+NAIVE = datetime(2026, 1, 1, 12, 0)
+
+
+async def test_ids_that_are_not_uuids_are_refused_before_any_sql(session: AsyncSession) -> None:
+    calls = [
+        lambda: jobs.start_job(session, "job-42"),  # type: ignore[arg-type]
+        lambda: jobs.cancel_job(session, 42),  # type: ignore[arg-type]
+        lambda: jobs.report_progress(session, "job-42", "news", 10),  # type: ignore[arg-type]
+        lambda: jobs.add_job_logs(session, "x", [LogEntry("news", "success")]),  # type: ignore[arg-type]
+        lambda: jobs.list_job_logs(session, "x"),  # type: ignore[arg-type]
+        lambda: jobs.list_analyst_jobs(session, "x"),  # type: ignore[arg-type]
+    ]
+    for call in calls:
+        with pytest.raises(JobValidationError, match="must be a UUID"):
+            await call()
+        await still_usable(session)
+    job = await running_job(session, collection_types=["news"])
+    assert (await jobs.report_progress(session, str(job.id), "news", 5)).overall_progress == 5.0
+
+
+async def test_naive_datetimes_are_refused_everywhere(session: AsyncSession) -> None:
+    job = await running_job(session)
+    with pytest.raises(JobValidationError) as caught:
+        await jobs.report_progress(session, job.id, "news", 5, run_started_at=NAIVE)
+    assert caught.value.field == "run_started_at"
+    with pytest.raises(JobValidationError, match=r"entries\[0\]\.started_at"):
+        await jobs.add_job_logs(session, job.id, [LogEntry("news", "success", started_at=NAIVE)])
+    with pytest.raises(JobValidationError, match=r"before\.created_at"):
+        await jobs.list_analyst_jobs(session, job.analyst_id, before=jobs.Cursor(NAIVE, job.id))
+    await still_usable(session)
+    assert await count(session, DataCollectionLog) == 0
+
+
+@pytest.mark.parametrize("percent", [10**400, 1e400, -1e-300, float("-inf"), math.nan])
+async def test_numbers_out_of_any_range_are_refused(session: AsyncSession, percent: Any) -> None:
+    job = await running_job(session)
+    with pytest.raises(JobValidationError, match="percent: must be a number between 0 and 100"):
+        await jobs.report_progress(session, job.id, "news", percent)
+    with pytest.raises(JobValidationError, match="records_collected"):
+        await jobs.add_job_logs(session, job.id, [LogEntry("news", "success", 2**31)])
+    with pytest.raises(JobValidationError, match="stalled_for"):
+        await jobs.fail_stalled_jobs(session, timedelta.max)
+    await still_usable(session)
+
+
+async def test_nul_characters_and_lone_surrogates_are_stored_as_replacement_characters(
+    session: AsyncSession,
+) -> None:
+    job = await running_job(session, collection_types=TWO_TYPES)
+    raw = "page 3\x00\x00 of 7 \ud800 end"
+    written = await jobs.add_job_logs(
+        session, job.id, [LogEntry("news", "success", 1, message=raw)]
+    )
+    assert written == 1
+    logs = (await jobs.list_job_logs(session, job.id)).items
+    assert logs[0].message == "page 3\ufffd\ufffd of 7 \ufffd end"
+    failed = await jobs.fail_job(session, job.id, "crashed on \x00")
+    assert failed.error_message == "crashed on \ufffd"
+    stalled = await running_job(session)
+    await session.execute(
+        update(CollectionJob)
+        .where(CollectionJob.id == stalled.id)
+        .values(updated_at=func.now() - timedelta(hours=2))
+    )
+    [gone] = await jobs.fail_stalled_jobs(session, timedelta(hours=1), "no \x00 reports")
+    assert gone.error_message == "no \ufffd reports"
+
+
+async def test_log_entries_must_be_log_entries_of_the_jobs_types_in_time_order(
+    session: AsyncSession,
+) -> None:
+    job = await running_job(session, collection_types=["news"])
+    good = LogEntry("news", "success")
+    cases: list[tuple[Any, str]] = [
+        (
+            [good, {"collection_type": "news", "status": "success"}],
+            r"entries\[1\]: must be a LogEntry",
+        ),
+        ("news", "entries: must be a sequence"),
+        (
+            [LogEntry("news", "success", started_at=NOW, completed_at=NOW - timedelta(seconds=1))],
+            r"entries\[0\]\.completed_at: must not be before started_at",
+        ),
+        (
+            [good, LogEntry("disclosure", "success")],
+            r"entries\[1\]\.collection_type: disclosure is not one of this job's types",
+        ),
+    ]
+    for entries, message in cases:
+        with pytest.raises(JobValidationError, match=message):
+            await jobs.add_job_logs(session, job.id, entries)
+        await still_usable(session)
+    assert await count(session, DataCollectionLog) == 0
+
+
+async def test_a_tiny_first_report_long_after_the_start_is_recorded_without_an_estimate(
+    session: AsyncSession,
+) -> None:
+    job = await running_job(session, collection_types=["news"])
+    await session.execute(
+        update(CollectionJob)
+        .where(CollectionJob.id == job.id)
+        .values(started_at=datetime.now(UTC) - timedelta(days=1))
+    )
+    report = await jobs.report_progress(session, job.id, "news", 1e-6)
+    assert report.progress == {"news": 1e-6}
+    assert report.estimated_completion_time is None  # ~274,000 years away: no estimate
+    report = await jobs.report_progress(session, job.id, "news", 50)
+    assert report.estimated_completion_time is not None  # two days: a real estimate

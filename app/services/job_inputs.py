@@ -100,5 +100,7 @@ MAX_TIMEDELTA = timedelta(days=3650)
 
 def positive_timedelta(value: object, field: str) -> timedelta:
     if not isinstance(value, timedelta) or not timedelta(0) < value <= MAX_TIMEDELTA:
-        raise JobValidationError(field, f"must be a timedelta above 0 and up to {MAX_TIMEDELTA}")
+        raise JobValidationError(
+            field, f"must be a positive timedelta of at most {MAX_TIMEDELTA.days} days"
+        )
     return value
