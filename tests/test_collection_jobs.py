@@ -529,7 +529,11 @@ async def test_naive_datetimes_are_refused_everywhere(session: AsyncSession) -> 
     assert await count(session, DataCollectionLog) == 0
 
 
-@pytest.mark.parametrize("percent", [10**400, 1e400, -1e-300, float("-inf"), math.nan])
+@pytest.mark.parametrize(
+    "percent",
+    [10**400, 1e400, -1e-300, float("-inf"), math.nan],
+    ids=["int-beyond-float", "inf", "tiny-negative", "-inf", "nan"],
+)
 async def test_numbers_out_of_any_range_are_refused(session: AsyncSession, percent: Any) -> None:
     job = await running_job(session)
     with pytest.raises(JobValidationError, match="percent: must be a number between 0 and 100"):
