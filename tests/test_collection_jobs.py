@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -500,13 +501,13 @@ NAIVE = datetime(2026, 1, 1, 12, 0)
 
 
 async def test_ids_that_are_not_uuids_are_refused_before_any_sql(session: AsyncSession) -> None:
-    calls = [
-        lambda: jobs.start_job(session, "job-42"),  # type: ignore[arg-type]
+    calls: list[Callable[[], Awaitable[object]]] = [
+        lambda: jobs.start_job(session, "job-42"),
         lambda: jobs.cancel_job(session, 42),  # type: ignore[arg-type]
-        lambda: jobs.report_progress(session, "job-42", "news", 10),  # type: ignore[arg-type]
-        lambda: jobs.add_job_logs(session, "x", [LogEntry("news", "success")]),  # type: ignore[arg-type]
-        lambda: jobs.list_job_logs(session, "x"),  # type: ignore[arg-type]
-        lambda: jobs.list_analyst_jobs(session, "x"),  # type: ignore[arg-type]
+        lambda: jobs.report_progress(session, "job-42", "news", 10),
+        lambda: jobs.add_job_logs(session, "x", [LogEntry("news", "success")]),
+        lambda: jobs.list_job_logs(session, "x"),
+        lambda: jobs.list_analyst_jobs(session, "x"),
     ]
     for call in calls:
         with pytest.raises(JobValidationError, match="must be a UUID"):

@@ -213,7 +213,7 @@ _ALL_TYPES_DONE = (
 
 
 async def _transition(
-    session: AsyncSession, job_id: uuid.UUID, target: JobStatus, **values: Any
+    session: AsyncSession, job_id: uuid.UUID | str, target: JobStatus, **values: Any
 ) -> CollectionJob:
     job_id = check.identifier(job_id, "job_id")
     statement = (
@@ -234,14 +234,14 @@ async def _transition(
     return job
 
 
-async def start_job(session: AsyncSession, job_id: uuid.UUID) -> CollectionJob:
+async def start_job(session: AsyncSession, job_id: uuid.UUID | str) -> CollectionJob:
     """pending -> running, for a worker that picked this job by id (see `claim_next_job`)."""
     return await _transition(
         session, job_id, JobStatus.RUNNING, started_at=_now(), estimated_completion_time=None
     )
 
 
-async def complete_job(session: AsyncSession, job_id: uuid.UUID) -> CollectionJob:
+async def complete_job(session: AsyncSession, job_id: uuid.UUID | str) -> CollectionJob:
     """running -> completed; every type shows 100 and the job 100.0."""
     return await _transition(
         session,
@@ -254,7 +254,9 @@ async def complete_job(session: AsyncSession, job_id: uuid.UUID) -> CollectionJo
     )
 
 
-async def fail_job(session: AsyncSession, job_id: uuid.UUID, error_message: str) -> CollectionJob:
+async def fail_job(
+    session: AsyncSession, job_id: uuid.UUID | str, error_message: str
+) -> CollectionJob:
     """running -> failed; a message longer than the column is cut, not refused."""
     return await _transition(
         session,
@@ -266,7 +268,7 @@ async def fail_job(session: AsyncSession, job_id: uuid.UUID, error_message: str)
     )
 
 
-async def cancel_job(session: AsyncSession, job_id: uuid.UUID) -> CollectionJob:
+async def cancel_job(session: AsyncSession, job_id: uuid.UUID | str) -> CollectionJob:
     """pending|running -> cancelled. A running job's worker learns it on its next report."""
     return await _transition(
         session, job_id, JobStatus.CANCELLED, completed_at=_now(), estimated_completion_time=None
@@ -366,7 +368,7 @@ _PROGRESS_PARAMETERS = tuple(_progress_compiled.positiontup or ())
 
 async def report_progress(
     db: Executor,
-    job_id: uuid.UUID,
+    job_id: uuid.UUID | str,
     collection_type: CollectionType | str,
     percent: float,
     *,
@@ -610,7 +612,7 @@ def _add_logs_statement() -> Any:
 ADD_LOGS_STATEMENT = _add_logs_statement()
 
 
-async def add_job_logs(db: Executor, job_id: uuid.UUID, entries: Sequence[LogEntry]) -> int:
+async def add_job_logs(db: Executor, job_id: uuid.UUID | str, entries: Sequence[LogEntry]) -> int:
     """Write many log rows for a job in one statement; returns how many were written.
 
     Every entry is checked first: one bad entry writes nothing.
@@ -675,7 +677,11 @@ def _page(rows: Sequence[Any], limit: int) -> Page[Any]:
 
 
 async def list_job_logs(
-    session: AsyncSession, job_id: uuid.UUID, *, limit: int = 100, after: Cursor | None = None
+    session: AsyncSession,
+    job_id: uuid.UUID | str,
+    *,
+    limit: int = 100,
+    after: Cursor | None = None,
 ) -> Page[DataCollectionLog]:
     """A job's logs, oldest first, a page at a time (index on `collection_job_id`)."""
     job_id = check.identifier(job_id, "job_id")
@@ -696,7 +702,7 @@ async def list_job_logs(
 
 async def list_analyst_jobs(
     session: AsyncSession,
-    analyst_id: uuid.UUID,
+    analyst_id: uuid.UUID | str,
     *,
     status: JobStatus | str | Collection[JobStatus | str] | None = None,
     limit: int = 50,
