@@ -31,8 +31,8 @@ from app.db.schema import init_db
 from app.db.settings import Environment, load_settings
 from app.models import CollectionType
 from app.services import collection_jobs as jobs
+from app.testing.factories import make_running_job
 from benchmarks.scratch import admin
-from tests.factories import make_running_job
 
 TYPES = list(CollectionType)
 

@@ -1,82 +1,36 @@
-"""Test harness: a real PostgreSQL, the schema built once, each test rolled back.
-
-The server is TEST_DATABASE_URL when set (the tests own that database and wipe it),
-otherwise the embedded server's `collection_test` database, never the development one.
+"""This project's own suite on the plugin it ships (`app.testing.plugin`), plus what only
+these tests need: empty scratch databases, limited roles, a password-protected server.
 """
 
 from __future__ import annotations
-
-import os
-
-# Before `app` is imported: nothing in the tests may pick up a developer's DATABASE_URL.
-os.environ["APP_ENV"] = "test"
-os.environ.pop("DATABASE_URL", None)
 
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 from sqlalchemy.engine import URL
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from app.db.embedded import DATABASE_NAMES, ensure_database, server_url
-from app.db.engine import connect, create_engine
-from app.db.schema import init_db
-from app.db.settings import Environment, Settings
-from app.db.urls import parse_database_url
+from app.db.engine import connect
+from app.testing.databases import TestServer, worker_name
+
+pytest_plugins = ["app.testing.plugin"]
 
 ScratchFactory = Callable[[], Awaitable[URL]]
 RoleFactory = Callable[[URL], Awaitable[URL]]
 
 
-@pytest.fixture(scope="session")
-def settings() -> Settings:
-    return Settings(_env_file=None)
-
-
-@pytest.fixture(scope="session")
-async def test_url(settings: Settings) -> URL:
-    if settings.test_database_url is not None:
-        url = parse_database_url(
-            settings.test_database_url.get_secret_value(), setting="TEST_DATABASE_URL"
-        )
-        return await ensure_database(url.set(database="postgres"), str(url.database))
-    admin = server_url(settings)
-    return await ensure_database(admin, DATABASE_NAMES[Environment.TEST])
-
-
-@pytest.fixture(scope="session")
-async def engine(test_url: URL) -> AsyncIterator[AsyncEngine]:
-    """The test database, rebuilt from the models once per test session."""
-    engine = create_engine(test_url, application_name="collection-jobs-tests")
-    await init_db(engine, environment=Environment.TEST)
-    yield engine
-    await engine.dispose()
-
-
 @pytest.fixture
-async def session(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
-    """A session inside a transaction that is rolled back after the test.
-
-    Code under test may commit: with `create_savepoint` its commits only release
-    savepoints of the outer transaction.
-    """
-    async with engine.connect() as conn:
-        outer = await conn.begin()
-        async with AsyncSession(
-            bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False
-        ) as session:
-            yield session
-        await outer.rollback()
-
-
-@pytest.fixture
-async def scratch_db(test_url: URL) -> AsyncIterator[ScratchFactory]:
-    """Make empty databases on the test server, dropped after the test."""
+async def scratch_db(
+    request: pytest.FixtureRequest, test_server: TestServer
+) -> AsyncIterator[ScratchFactory]:
+    """Make empty databases on the test server (for migrations from nothing), dropped
+    after the test."""
     made: list[str] = []
+    test_url = test_server.admin_url
+    prefix = f"{test_server.base}_{worker_name(request.config)}_scratch"
 
     async def make() -> URL:
-        name = f"{test_url.database}_scratch_{uuid.uuid4().hex[:8]}"
+        name = f"{prefix}_{uuid.uuid4().hex[:8]}"
         conn = await connect(test_url)
         try:
             await conn.execute(f'CREATE DATABASE "{name}"')
@@ -105,7 +59,7 @@ def secured_server() -> Iterator[URL]:
 
 
 @pytest.fixture
-async def limited_role(test_url: URL) -> AsyncIterator[RoleFactory]:
+async def limited_role() -> AsyncIterator[RoleFactory]:
     """Make a login role that may connect to a database and read its tables, nothing more.
 
     Returns the database's URL as that role; the role is dropped after the test.

@@ -35,6 +35,11 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _quoted(value: str) -> str:
+    """A libpq-style quoted value (PgBouncer's connect strings): spaces and quotes kept."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def _backend(url: URL) -> tuple[str, int]:
     """Host (or socket directory) and port of the server behind `url`."""
     host = url.query.get("host") or url.host or "/var/run/postgresql"
@@ -43,16 +48,18 @@ def _backend(url: URL) -> tuple[str, int]:
 
 @contextmanager
 def pgbouncer(binary: str, server: URL) -> Iterator[URL]:
-    """Run PgBouncer for `server`'s database; yield the URL that goes through it."""
+    """Run PgBouncer in front of `server`'s server; yield the URL that goes through it
+    (to `server`'s database; any other name reaches the database of that name)."""
     host, port = _backend(server)
     listen_port = _free_port()
     root = Path(tempfile.mkdtemp(prefix="pgbouncer-"))
     database = server.database or "postgres"
-    password = f" password={server.password}" if server.password else ""
+    password = f" password={_quoted(server.password)}" if server.password else ""
     config = root / "pgbouncer.ini"
+    # `*`: every database name the client asks for goes to the same-named one (clones).
     config.write_text(
         f"""[databases]
-{database} = host={host} port={port} dbname={database} user={server.username}{password}
+* = host={host} port={port} user={server.username}{password}
 
 [pgbouncer]
 listen_addr = 127.0.0.1

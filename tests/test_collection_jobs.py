@@ -21,7 +21,7 @@ from app.services.collection_jobs import (
     JobValidationError,
     LogEntry,
 )
-from tests.factories import make_analyst, make_job
+from app.testing.factories import make_analyst, make_job
 
 NOW = datetime.now(UTC)
 TWO_TYPES = [CollectionType.NEWS, CollectionType.DISCLOSURE]

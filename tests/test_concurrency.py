@@ -14,25 +14,26 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.db.engine import create_engine
 from app.models import Analyst, CollectionJob, CollectionType, JobStatus
 from app.services import collection_jobs as jobs
-from tests.factories import make_running_job
+from app.testing.databases import CloneFactory
+from app.testing.factories import make_running_job
 from tests.pgbouncer import find_pgbouncer, pgbouncer
 
 CLIENTS = 16
 
 
 @pytest.fixture(scope="session")
-def pgbouncer_url(test_url: URL) -> Iterator[URL]:
+def pgbouncer_url(test_admin_url: URL) -> Iterator[URL]:
     binary = find_pgbouncer()
     if binary is None:
         pytest.skip("pgbouncer is not installed (Debian package pgbouncer)")
-    with pgbouncer(binary, test_url) as url:
+    with pgbouncer(binary, test_admin_url) as url:
         yield url
 
 
@@ -43,23 +44,22 @@ def route(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 async def workers(
-    request: pytest.FixtureRequest, route: str, test_url: URL, engine: AsyncEngine
+    request: pytest.FixtureRequest, route: str, database_of_its_own: CloneFactory
 ) -> AsyncIterator[AsyncEngine]:
-    """An engine with a connection for each concurrent client; committed rows are
-    removed afterwards, so the other tests still start from empty tables."""
+    """An engine with a connection for each concurrent client, on a database of the test's
+    own: its committed rows go with it."""
+    url = await database_of_its_own()
     if route == "pgbouncer":
-        url = request.getfixturevalue("pgbouncer_url")
+        through = request.getfixturevalue("pgbouncer_url").set(database=url.database)
         workers = create_engine(
-            url, pool_size=CLIENTS, max_overflow=0, disable_prepared_statements=True
+            through, pool_size=CLIENTS, max_overflow=0, disable_prepared_statements=True
         )
     else:
-        workers = create_engine(test_url, pool_size=CLIENTS, max_overflow=0)
+        workers = create_engine(url, pool_size=CLIENTS, max_overflow=0)
     try:
         yield workers
     finally:
         await workers.dispose()
-        async with engine.begin() as conn:
-            await conn.execute(text("TRUNCATE data_collection_logs, collection_jobs, analysts"))
 
 
 @dataclass

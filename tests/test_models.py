@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from app.models import CollectionJob, DataCollectionLog, JobStatus
-from tests.factories import make_analyst, make_job, make_log
+from app.testing.factories import make_analyst, make_job, make_log
 
 
 async def test_server_fills_the_defaults(session: AsyncSession) -> None:
