@@ -85,7 +85,7 @@ ignore_startup_parameters = extra_float_digits
         command[1:1] = ["-u", owner]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        _wait_for_port(listen_port, process, root / "pgbouncer.log")
+        _wait_for_port(listen_port, process, root / "pgbouncer.log", server.password)
         yield URL.create(
             "postgresql+asyncpg",
             username=server.username,
@@ -100,13 +100,18 @@ ignore_startup_parameters = extra_float_digits
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
+def _wait_for_port(
+    port: int, process: subprocess.Popen[bytes], log: Path, secret: str | None
+) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         if process.poll() is not None:
             detail = log.read_text() if log.exists() else ""
             stderr = process.stderr.read().decode() if process.stderr else ""
-            raise RuntimeError(f"pgbouncer exited: {(stderr + detail).strip()[-500:]}")
+            message = (stderr + detail).strip()[-500:]
+            if secret:  # its log quotes the config line, password included
+                message = message.replace(secret, "***")
+            raise RuntimeError(f"pgbouncer exited: {message}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
             return
