@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy.engine import URL
 
 from app.db.engine import connect
-from app.testing.databases import TestServer, worker_name
+from app.testing.databases import DatabaseServer, worker_name
 
 pytest_plugins = ["app.testing.plugin"]
 
@@ -21,7 +21,7 @@ RoleFactory = Callable[[URL], Awaitable[URL]]
 
 @pytest.fixture
 async def scratch_db(
-    request: pytest.FixtureRequest, test_server: TestServer
+    request: pytest.FixtureRequest, test_server: DatabaseServer
 ) -> AsyncIterator[ScratchFactory]:
     """Make empty databases on the test server (for migrations from nothing), dropped
     after the test."""

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from sqlalchemy import text
+from sqlalchemy import MetaData, text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -81,6 +81,7 @@ async def init_db(
     seed: bool = False,
     confirm: Confirm | None = None,
     report: ResetReport | None = None,
+    metadata: MetaData = Base.metadata,
 ) -> ResetResult:
     """Drop schema `public` and recreate it with `metadata.create_all`.
 
@@ -112,7 +113,7 @@ async def init_db(
             await conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
             await conn.execute(text("CREATE SCHEMA public"))
             await conn.execute(text("GRANT USAGE ON SCHEMA public TO PUBLIC"))
-            await conn.run_sync(Base.metadata.create_all)
+            await conn.run_sync(metadata.create_all)
             await conn.run_sync(write_marker, environment, set_by="init_db")
             await conn.run_sync(stamp_head)  # the schema is head's: later migrations apply
             seeded: dict[str, int] = {}
@@ -125,4 +126,4 @@ async def init_db(
             report.phase = Phase.COMMITTING
             await transaction.commit()
             report.phase = Phase.COMMITTED
-    return ResetResult(tables=sorted(Base.metadata.tables), seeded=seeded)
+    return ResetResult(tables=sorted(metadata.tables), seeded=seeded)

@@ -31,7 +31,7 @@ CloneFactory = Callable[[], Awaitable[URL]]
 
 
 @dataclass(frozen=True)
-class TestServer:
+class DatabaseServer:
     admin_url: URL
     """The server's maintenance database (`postgres`), where databases are made."""
     base: str
@@ -90,17 +90,17 @@ async def ensure_template(admin: URL, base: str, metadata: MetaData) -> Template
         try:
             if await _is_template(conn, name):
                 return Template(name, built=False)
+            # Other fingerprints' templates, and whatever a killed build left behind.
             for stale in await conn.fetch(
-                "SELECT datname FROM pg_database WHERE datname LIKE $1 AND datname <> $2",
+                "SELECT datname FROM pg_database WHERE datname LIKE $1",
                 f"{base}\\_tpl\\_%",
-                name,
             ):
                 await _drop(conn, str(stale[0]))
             building = f"{name}_building_{os.getpid()}"
             await conn.execute(f'CREATE DATABASE "{building}"')
             engine = create_engine(admin.set(database=building), null_pool=True)
             try:
-                await init_db(engine, environment=Environment.TEST)
+                await init_db(engine, environment=Environment.TEST, metadata=metadata)
             finally:
                 await engine.dispose()
             await conn.execute(f'ALTER DATABASE "{building}" RENAME TO "{name}"')

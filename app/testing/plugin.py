@@ -38,7 +38,7 @@ from app.models import Base
 from app.testing.databases import (
     CloneFactory,
     Template,
-    TestServer,
+    DatabaseServer,
     clone,
     drop,
     ensure_template,
@@ -52,7 +52,7 @@ def test_settings() -> Settings:
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def test_server(test_settings: Settings) -> TestServer:
+async def test_server(test_settings: Settings) -> DatabaseServer:
     if test_settings.test_database_url is not None:
         url = parse_database_url(
             test_settings.test_database_url.get_secret_value(), setting="TEST_DATABASE_URL"
@@ -62,23 +62,23 @@ async def test_server(test_settings: Settings) -> TestServer:
         admin, base = server_url(test_settings), DATABASE_NAMES[Environment.TEST]
     if base == DATABASE_NAMES[Environment.DEVELOPMENT]:
         raise pytest.UsageError(f"TEST_DATABASE_URL names {base}, the development database")
-    return TestServer(admin, base)
+    return DatabaseServer(admin, base)
 
 
 @pytest.fixture(scope="session")
-def test_admin_url(test_server: TestServer) -> URL:
+def test_admin_url(test_server: DatabaseServer) -> URL:
     return test_server.admin_url
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def test_template(test_server: TestServer) -> Template:
+async def test_template(test_server: DatabaseServer) -> Template:
     """Built when the models or migrations changed since the last run, else reused."""
     return await ensure_template(test_server.admin_url, test_server.base, Base.metadata)
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def test_url(
-    request: pytest.FixtureRequest, test_server: TestServer, test_template: Template
+    request: pytest.FixtureRequest, test_server: DatabaseServer, test_template: Template
 ) -> AsyncIterator[URL]:
     """This worker's database: a clone of the template, dropped at the end of the run."""
     name = f"{test_server.base}_{worker_name(request.config)}"
@@ -115,7 +115,7 @@ _clone_numbers = itertools.count(1)
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def database_of_its_own(
-    request: pytest.FixtureRequest, test_server: TestServer, test_template: Template
+    request: pytest.FixtureRequest, test_server: DatabaseServer, test_template: Template
 ) -> AsyncIterator[CloneFactory]:
     """Make fresh clones of the template for this test (real commits, other connections,
     DDL); each is dropped after the test."""
