@@ -11,7 +11,8 @@ development database is never touched.
 
 Fixtures: `engine` (the worker's database), `session` (rolled back after the test, code
 under test may commit), `database_of_its_own` (a fresh clone for a test that commits, uses
-other connections or runs DDL), `test_admin_url`, `test_template`, `test_settings`.
+other connections or runs DDL; made one ahead in the background), `test_admin_url`,
+`test_template`, `test_settings`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import os
 os.environ["APP_ENV"] = "test"
 os.environ.pop("DATABASE_URL", None)
 
-import itertools
 from collections.abc import AsyncIterator
 
 import pytest
@@ -37,8 +37,9 @@ from app.db.urls import parse_database_url
 from app.models import Base
 from app.testing.databases import (
     CloneFactory,
-    Template,
+    ClonePool,
     DatabaseServer,
+    Template,
     clone,
     drop,
     ensure_template,
@@ -110,22 +111,28 @@ async def session(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
         await outer.rollback()
 
 
-_clone_numbers = itertools.count(1)
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def clone_pool(
+    request: pytest.FixtureRequest, test_server: DatabaseServer, test_template: Template
+) -> AsyncIterator[ClonePool]:
+    prefix = f"{test_server.base}_{worker_name(request.config)}"
+    pool = ClonePool(test_server.admin_url, test_template.name, prefix)
+    yield pool
+    await pool.close()
 
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def database_of_its_own(
-    request: pytest.FixtureRequest, test_server: DatabaseServer, test_template: Template
+    test_server: DatabaseServer, clone_pool: ClonePool
 ) -> AsyncIterator[CloneFactory]:
     """Make fresh clones of the template for this test (real commits, other connections,
     DDL); each is dropped after the test."""
     made: list[str] = []
-    prefix = f"{test_server.base}_{worker_name(request.config)}"
 
     async def make() -> URL:
-        name = f"{prefix}_{next(_clone_numbers)}"
-        made.append(name)
-        return await clone(test_server.admin_url, test_template.name, name)
+        url = await clone_pool.take()
+        made.append(str(url.database))
+        return url
 
     yield make
     for name in made:
