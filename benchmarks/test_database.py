@@ -61,7 +61,7 @@ async def timed_clones(admin: URL, template: str, base: str, count: int, how: st
 def suite(*args: str) -> float:
     started = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
+        [sys.executable, "-m", "pytest", "-q", "-rf", "-p", "no:cacheprovider", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -70,7 +70,8 @@ def suite(*args: str) -> float:
     last = (result.stdout.strip().splitlines() or ["?"])[-1]
     print(f"  pytest {' '.join(args) or '(serial)'}: {elapsed:.1f} s  [{last}]")
     if result.returncode != 0:
-        raise SystemExit("the suite failed")
+        failed = [line for line in result.stdout.splitlines() if line.startswith("FAILED")]
+        raise SystemExit("the suite failed:\n" + "\n".join(failed))
     return elapsed
 
 
