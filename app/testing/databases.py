@@ -125,18 +125,31 @@ async def _drop(conn: asyncpg.Connection, name: str) -> None:
 
 async def clone(admin: URL, template: str, name: str) -> URL:
     """A new database `name` copied from `template` (replacing any leftover of that name),
-    with commits that skip the wait for the disk: test data is thrown away anyway."""
+    with commits that skip the wait for the disk: test data is thrown away anyway.
+
+    It copies the template's files (STRATEGY FILE_COPY, PostgreSQL 15+), cloning them where
+    the filesystem can (PostgreSQL 18's file_copy_method = clone): measured fastest for a
+    small template (docs/benchmarks.md). Before 15, TEMPLATE alone copies the files.
+    """
     conn = await connect(admin)
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        # The server's default way to copy (WAL_LOG from PostgreSQL 15): measured faster
-        # here than FILE_COPY, with or without file_copy_method = clone (docs/benchmarks.md).
+        version = conn.get_server_version().major
+        cloning = version >= 18
+        if cloning:
+            await conn.execute("SET file_copy_method = clone")
+        strategy = " STRATEGY FILE_COPY" if version >= 15 else ""
         for attempt in range(20):
             try:
-                await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+                await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"{strategy}')
                 break
             except asyncpg.ObjectInUseError:  # another clone is being made from it right now
                 await asyncio.sleep(0.05 * (attempt + 1))
+            except asyncpg.PostgresError:
+                if not cloning:
+                    raise
+                cloning = False  # this filesystem cannot clone files: copy them
+                await conn.execute("RESET file_copy_method")
         else:
             raise RuntimeError(f"template {template} stayed busy; could not clone {name}")
         await conn.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = off')

@@ -4,10 +4,10 @@ suite's `conftest.py`:
     pytest_plugins = ["app.testing.plugin"]
 
 The server is TEST_DATABASE_URL's when set (its database name is the base of every name
-below; CREATEDB is enough), otherwise the embedded server's. A template database is built
-once per schema fingerprint and reused by later runs; each pytest-xdist worker (or the one
-process of a serial run) gets its own clone, `<base>_<worker>`, dropped at the end. The
-development database is never touched.
+below; CREATEDB is enough), otherwise the embedded test server (in memory, fsync off). A
+template database is built once per schema fingerprint and reused by later runs; each
+pytest-xdist worker (or the one process of a serial run) gets its own clone,
+`<base>_<worker>`, dropped at the end. The development database is never touched.
 
 Fixtures: `engine` (the worker's database), `session` (rolled back after the test, code
 under test may commit), `database_of_its_own` (a fresh clone for a test that commits, uses
@@ -30,7 +30,7 @@ import pytest_asyncio
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from app.db.embedded import DATABASE_NAMES, server_url
+from app.db.embedded import DATABASE_NAMES, test_server_url
 from app.db.engine import create_engine
 from app.db.settings import Environment, Settings
 from app.db.urls import parse_database_url
@@ -60,7 +60,7 @@ async def test_server(test_settings: Settings) -> DatabaseServer:
         )
         admin, base = url.set(database="postgres"), str(url.database)
     else:
-        admin, base = server_url(test_settings), DATABASE_NAMES[Environment.TEST]
+        admin, base = test_server_url(test_settings), DATABASE_NAMES[Environment.TEST]
     if base == DATABASE_NAMES[Environment.DEVELOPMENT]:
         raise pytest.UsageError(f"TEST_DATABASE_URL names {base}, the development database")
     return DatabaseServer(admin, base)
