@@ -20,7 +20,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import URL
 
-from app.db.embedded import DATABASE_NAMES, test_server_url
+from app.db.embedded import DATABASE_NAMES, server_url_for_tests
 from app.db.engine import connect
 from app.db.settings import Environment, Settings
 from app.db.urls import parse_database_url
@@ -34,7 +34,7 @@ def admin_and_base(settings: Settings) -> tuple[URL, str]:
     if settings.test_database_url is not None:
         url = parse_database_url(settings.test_database_url.get_secret_value())
         return url.set(database="postgres"), str(url.database)
-    return test_server_url(settings), DATABASE_NAMES[Environment.TEST]
+    return server_url_for_tests(settings), DATABASE_NAMES[Environment.TEST]
 
 
 async def timed_clones(admin: URL, template: str, base: str, count: int, how: str) -> list[float]:

@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import Column, MetaData, Text
 from sqlalchemy.engine import URL
 
-from app.db.embedded import DATABASE_NAMES
-from app.db.settings import Environment
+from app.db.embedded import DATABASE_NAMES, data_folder, data_folder_for_tests
+from app.db.settings import Environment, Settings
 from app.models import Base
 from app.testing.databases import (
     DatabaseServer,
@@ -172,4 +172,12 @@ def test_parallel_workers_never_share_a_database_nor_touch_the_development_one(
     assert len(set(owns)) == 8 and not set(owns) & workers
     dev = DATABASE_NAMES[Environment.DEVELOPMENT]
     assert dev not in workers | set(owns)
-    assert {count for _, _, count in rows} == {"0"}
+    assert {count for _, _, count in rows} == {"0"}  # no test session in it, even on one server
+
+
+def test_the_embedded_test_server_is_not_the_development_server(
+    test_settings: Settings,
+) -> None:
+    if test_settings.test_database_url is not None:
+        pytest.skip("TEST_DATABASE_URL names the test server")
+    assert data_folder_for_tests(test_settings) != data_folder(test_settings)

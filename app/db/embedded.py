@@ -68,7 +68,7 @@ TEST_SERVER_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_
 """The test server's data is in memory and thrown away: durability buys nothing there."""
 
 
-def test_data_folder(settings: Settings) -> Path:
+def data_folder_for_tests(settings: Settings) -> Path:
     """The test server's data folder: EMBEDDED_TEST_PGDATA, else a folder in memory
     (`/dev/shm`, one per checkout), else the development server's own folder."""
     if settings.embedded_test_pgdata is not None:
@@ -88,14 +88,14 @@ def _absolute(path: Path, setting: str) -> Path:
     return path.parent.resolve() / path.name
 
 
-def test_server_url(settings: Settings) -> URL:
+def server_url_for_tests(settings: Settings) -> URL:
     """Start the embedded test server if it is not running; return its admin URL.
 
     A server of its own (in memory where the machine has `/dev/shm`, with fsync off):
     cloning test databases there is fast, and nothing the tests do can reach the
     development server's data.
     """
-    pgdata = test_data_folder(settings)
+    pgdata = data_folder_for_tests(settings)
     if pgdata == data_folder(settings):
         return server_url(settings)
     running = pgserver.ensure_running(
@@ -147,8 +147,8 @@ async def database_url(settings: Settings, environment: Environment) -> URL:
 
 async def _main(action: str, test: bool) -> int:
     settings = load_settings()
-    folder = test_data_folder(settings) if test else data_folder(settings)
-    start = test_server_url if test else server_url
+    folder = data_folder_for_tests(settings) if test else data_folder(settings)
+    start = server_url_for_tests if test else server_url
     if action == "stop":
         print("stopped" if pgserver.stop(folder) else "not running")
     elif action == "start":

@@ -30,7 +30,7 @@ import pytest_asyncio
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from app.db.embedded import DATABASE_NAMES, test_server_url
+from app.db.embedded import DATABASE_NAMES, server_url_for_tests
 from app.db.engine import create_engine
 from app.db.settings import Environment, Settings
 from app.db.urls import parse_database_url
@@ -60,7 +60,7 @@ async def test_server(test_settings: Settings) -> DatabaseServer:
         )
         admin, base = url.set(database="postgres"), str(url.database)
     else:
-        admin, base = test_server_url(test_settings), DATABASE_NAMES[Environment.TEST]
+        admin, base = server_url_for_tests(test_settings), DATABASE_NAMES[Environment.TEST]
     if base == DATABASE_NAMES[Environment.DEVELOPMENT]:
         raise pytest.UsageError(f"TEST_DATABASE_URL names {base}, the development database")
     return DatabaseServer(admin, base)
