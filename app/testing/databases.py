@@ -127,18 +127,21 @@ async def clone(admin: URL, template: str, name: str) -> URL:
     """A new database `name` copied from `template` (replacing any leftover of that name),
     with commits that skip the wait for the disk: test data is thrown away anyway.
 
-    It copies the template's files (STRATEGY FILE_COPY, PostgreSQL 15+), cloning them where
-    the filesystem can (PostgreSQL 18's file_copy_method = clone): measured fastest for a
-    small template (docs/benchmarks.md). Before 15, TEMPLATE alone copies the files.
+    How, by what was measured fastest for a small template (docs/benchmarks.md): on a
+    server with fsync off (the embedded test server), copying the files (STRATEGY
+    FILE_COPY, cloning them on PostgreSQL 18, `file_copy_method = clone`); with fsync on,
+    FILE_COPY's two checkpoints cost more than writing the copy to the WAL, PostgreSQL
+    15's default. Before 15, TEMPLATE alone copies the files.
     """
     conn = await connect(admin)
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         version = conn.get_server_version().major
-        cloning = version >= 18
+        file_copy = version >= 15 and await conn.fetchval("SHOW fsync") == "off"
+        cloning = file_copy and version >= 18
         if cloning:
             await conn.execute("SET file_copy_method = clone")
-        strategy = " STRATEGY FILE_COPY" if version >= 15 else ""
+        strategy = " STRATEGY FILE_COPY" if file_copy else ""
         for attempt in range(20):
             try:
                 await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"{strategy}')
