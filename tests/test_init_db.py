@@ -297,7 +297,7 @@ def start_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.Popen[st
     )
 
 
-async def wait_for_session(url: URL, condition: str, timeout: float = 20) -> int:
+async def wait_for_session(url: URL, condition: str, timeout: float = 60) -> int:
     """The pid of init_db's session once `condition` holds for it in pg_stat_activity."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -324,7 +324,7 @@ async def test_a_waiting_reset_names_the_session_it_waits_for_and_an_interrupt_k
     try:
         await wait_for_session(url, "wait_event_type = 'Lock'")
         assert process.stderr is not None
-        line = await asyncio.wait_for(asyncio.to_thread(process.stderr.readline), 15)
+        line = await asyncio.wait_for(asyncio.to_thread(process.stderr.readline), 60)
         assert f"init_db: waiting for pid {holder_pid} (open-report, idle in transaction" in line
         process.send_signal(signal.SIGINT)
         _, stderr = await asyncio.to_thread(process.communicate, timeout=30)

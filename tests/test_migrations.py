@@ -382,7 +382,7 @@ async def test_a_concurrent_index_build_behind_an_old_snapshot_names_the_session
         assert process.stderr is not None
         seen: list[str] = []
         while not any("waiting for pid" in line for line in seen):
-            line = await asyncio.wait_for(asyncio.to_thread(process.stderr.readline), 30)
+            line = await asyncio.wait_for(asyncio.to_thread(process.stderr.readline), 60)
             assert line, "alembic ended without saying it waits: " + "".join(seen)
             seen.append(line)
         assert f"pid {holder.get_server_pid()} (old-snapshot, idle in transaction" in seen[-1]

@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 import textwrap
+import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -24,7 +26,6 @@ from app.testing.databases import (
     ensure_template,
     schema_fingerprint,
     template_name,
-    worker_name,
 )
 from tests.guide import fetch, run_script
 
@@ -45,73 +46,58 @@ async def databases(admin: URL, pattern: str) -> list[str]:
     return [r[0] for r in rows]
 
 
+@pytest.fixture
+async def base(test_server: DatabaseServer) -> AsyncIterator[str]:
+    """A base name of the test's own; every database under it is dropped afterwards."""
+    base = f"{test_server.base}_t{uuid.uuid4().hex[:8]}"
+    yield base
+    for name in await databases(test_server.admin_url, f"{base}%"):
+        await run_script(test_server.admin_url, f'ALTER DATABASE "{name}" IS_TEMPLATE false')
+        await drop(test_server.admin_url, name)
+
+
 async def test_a_template_is_reused_until_the_models_change(
-    test_server: DatabaseServer, request: pytest.FixtureRequest
+    test_server: DatabaseServer, base: str
 ) -> None:
     admin = test_server.admin_url
-    base = f"{test_server.base}_fp_{worker_name(request.config)}"
-    try:
-        first = await ensure_template(admin, base, Base.metadata)
-        again = await ensure_template(admin, base, Base.metadata)
-        assert first.built and not again.built and again.name == first.name
-        assert schema_fingerprint(changed_models()) != schema_fingerprint(Base.metadata)
+    first = await ensure_template(admin, base, Base.metadata)
+    again = await ensure_template(admin, base, Base.metadata)
+    assert first.built and not again.built and again.name == first.name
+    assert schema_fingerprint(changed_models()) != schema_fingerprint(Base.metadata)
 
-        changed = await ensure_template(admin, base, changed_models())
-        assert changed.built and changed.name != first.name
-        assert await databases(admin, f"{base}\\_tpl\\_%") == [changed.name]  # stale dropped
+    changed = await ensure_template(admin, base, changed_models())
+    assert changed.built and changed.name != first.name
+    assert await databases(admin, f"{base}\\_tpl\\_%") == [changed.name]  # stale dropped
 
-        url = await clone(admin, changed.name, f"{base}_clone")
-        columns = await fetch(
-            url, "SELECT column_name FROM information_schema.columns WHERE table_name = 'analysts'"
-        )
-        assert ("nickname",) in columns  # the tests see the change
-        await drop(admin, f"{base}_clone")
-    finally:
-        for name in await databases(admin, f"{base}%"):
-            await run_script(admin, f'ALTER DATABASE "{name}" IS_TEMPLATE false')
-            await drop(admin, name)
+    url = await clone(admin, changed.name, f"{base}_clone")
+    columns = await fetch(
+        url, "SELECT column_name FROM information_schema.columns WHERE table_name = 'analysts'"
+    )
+    assert ("nickname",) in columns  # the tests see the change
 
 
-async def test_a_half_built_template_is_never_used(
-    test_server: DatabaseServer, request: pytest.FixtureRequest
-) -> None:
+async def test_a_half_built_template_is_never_used(test_server: DatabaseServer, base: str) -> None:
     admin = test_server.admin_url
-    base = f"{test_server.base}_half_{worker_name(request.config)}"
     name = template_name(base, schema_fingerprint(Base.metadata))
     # What a build killed half-way leaves: a database under the build's temporary name,
     # and one with the final name that was never marked a template.
     await run_script(admin, f'CREATE DATABASE "{name}_building_1"')
     await run_script(admin, f'CREATE DATABASE "{name}"')
-    try:
-        template = await ensure_template(admin, base, Base.metadata)
-        assert template.built and template.name == name
-        tables = await fetch(
-            admin.set(database=name),
-            "SELECT count(*) FROM pg_tables WHERE tablename = 'collection_jobs'",
-        )
-        assert tables == [(1,)]
-        assert await databases(admin, f"{base}%") == [name]
-    finally:
-        await run_script(admin, f'ALTER DATABASE "{name}" IS_TEMPLATE false')
-        for leftover in await databases(admin, f"{base}%"):
-            await drop(admin, leftover)
+    template = await ensure_template(admin, base, Base.metadata)
+    assert template.built and template.name == name
+    tables = await fetch(
+        admin.set(database=name),
+        "SELECT count(*) FROM pg_tables WHERE tablename = 'collection_jobs'",
+    )
+    assert tables == [(1,)]
+    assert await databases(admin, f"{base}%") == [name]
 
 
-async def test_concurrent_runs_build_one_template(
-    test_server: DatabaseServer, request: pytest.FixtureRequest
-) -> None:
+async def test_concurrent_runs_build_one_template(test_server: DatabaseServer, base: str) -> None:
     admin = test_server.admin_url
-    base = f"{test_server.base}_race_{worker_name(request.config)}"
-    try:
-        results = await asyncio.gather(
-            *(ensure_template(admin, base, Base.metadata) for _ in range(4))
-        )
-        assert sum(r.built for r in results) == 1
-        assert len({r.name for r in results}) == 1
-    finally:
-        for name in await databases(admin, f"{base}%"):
-            await run_script(admin, f'ALTER DATABASE "{name}" IS_TEMPLATE false')
-            await drop(admin, name)
+    results = await asyncio.gather(*(ensure_template(admin, base, Base.metadata) for _ in range(4)))
+    assert sum(r.built for r in results) == 1
+    assert len({r.name for r in results}) == 1
 
 
 INNER_TEST = """
