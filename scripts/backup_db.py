@@ -147,7 +147,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dir", type=Path, default=PROJECT_ROOT / "backups")
     args = parser.parse_args()
-    return run_command("backup_db", run(args.dir))
+    return run_command(
+        "backup_db",
+        run(args.dir),
+        interrupted=lambda: (
+            "interrupted: a dump left in the folder was not checked; do not rely on it"
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -131,7 +131,9 @@ async def run() -> int:
 
 
 def main() -> int:
-    return run_command("verify_schema", run())
+    return run_command(
+        "verify_schema", run(), interrupted=lambda: "interrupted; it changes nothing, run it again"
+    )
 
 
 if __name__ == "__main__":
