@@ -53,6 +53,8 @@ class Step:
     sql: str
     blocks_writers: bool
     """True when the statement takes a lock that writers of the table would queue behind."""
+    accepted: str | None = None
+    """Why the revision runs this unsafe statement anyway (see app.db.safe_migrations)."""
 
 
 def run_steps(steps: Sequence[Step]) -> None:
