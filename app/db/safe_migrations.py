@@ -186,7 +186,7 @@ def rename_column(table: str, old: str, new: str, *, accepted: str | None = None
 def set_not_null(table: str, column: str) -> Operation:
     """NOT NULL without a long lock: a CHECK validated without blocking writers lets
     PostgreSQL (12+) set NOT NULL without scanning; the helper CHECK is dropped after."""
-    check = f"{table}_{column}_not_null"
+    check = f"{table}_{column}_nn_check"  # not PG 18's own name for NOT NULL
     return [
         *add_check(check, table, f"{column} IS NOT NULL"),
         Step(f"ALTER TABLE {table} ALTER COLUMN {column} SET NOT NULL", True),
