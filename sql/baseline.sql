@@ -1,6 +1,7 @@
 -- The platform's tables as they were before the collection-jobs feature
 -- (Alembic revision "baseline"). The guide's SQL (method 2) runs on top of this.
 
+-- squawk-ignore require-lock-timeout -- the baseline: tables production had before this project
 CREATE TABLE analysts (
     id UUID PRIMARY KEY DEFAULT gen_random_uuid(),
     email VARCHAR(255) NOT NULL UNIQUE,
@@ -9,11 +10,13 @@ CREATE TABLE analysts (
     updated_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT NOW()
 );
 
+-- squawk-ignore require-lock-timeout -- the baseline: tables production had before this project
 CREATE TABLE data_collection_logs (
     id UUID PRIMARY KEY DEFAULT gen_random_uuid(),
     analyst_id UUID NOT NULL REFERENCES analysts(id),
     collection_type VARCHAR(50) NOT NULL,
     status VARCHAR(20) NOT NULL,
+    -- squawk-ignore prefer-bigint-over-int -- the platform's existing column, as it is
     records_collected INTEGER NOT NULL DEFAULT 0,
     message TEXT,
     started_at TIMESTAMP WITH TIME ZONE,

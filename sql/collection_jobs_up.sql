@@ -32,8 +32,10 @@ CREATE TABLE IF NOT EXISTS collection_jobs (
     updated_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT NOW()
 );
 
+-- squawk-ignore require-concurrent-index-creation -- a new, empty table
 CREATE INDEX IF NOT EXISTS idx_collection_jobs_analyst_id ON collection_jobs(analyst_id);
 
+-- squawk-ignore require-concurrent-index-creation -- a new, empty table
 CREATE INDEX IF NOT EXISTS idx_collection_jobs_status ON collection_jobs(status);
 
 ALTER TABLE data_collection_logs ADD COLUMN IF NOT EXISTS collection_job_id UUID;

@@ -171,8 +171,15 @@ def refuse_irreversible(steps: Sequence[MigrationStep]) -> None:
 
 
 def sql_statements(script: str) -> list[str]:
-    """Split a plain DDL script (no functions, no semicolons in literals) into statements."""
-    lines = [line for line in script.splitlines() if not line.lstrip().startswith("--")]
+    """Split a plain DDL script (no functions, no semicolons in literals) into statements.
+
+    Comments are dropped, except squawk's `-- squawk-ignore`, which the offline SQL keeps.
+    """
+    lines = [
+        line
+        for line in script.splitlines()
+        if not line.lstrip().startswith("--") or line.lstrip().startswith("-- squawk-ignore")
+    ]
     return [stmt.strip() for stmt in "\n".join(lines).split(";") if stmt.strip()]
 
 

@@ -62,6 +62,11 @@ def _refuse(what: str, instead: str, accepted: str | None) -> None:
         raise UnsafeOperationError(f"{what}; {instead} (or pass accepted='why' to do it anyway)")
 
 
+def _lint_exception(rule: str, reason: str) -> str:
+    """A squawk comment on the statement that follows it, with the reason it is fine."""
+    return f"-- squawk-ignore {rule} -- {reason}\n"
+
+
 def _columns(columns: str | Sequence[str]) -> str:
     return columns if isinstance(columns, str) else ", ".join(columns)
 
@@ -94,14 +99,20 @@ def create_table(
     body = definition.strip("\n").rstrip()
     steps = [Step(f"CREATE TABLE IF NOT EXISTS {name} (\n{body}\n)", True)]
     for index, columns in indexes:
-        # Not CONCURRENTLY: the table is new and empty, nobody writes to it yet.
-        steps.append(Step(f"CREATE INDEX IF NOT EXISTS {index} ON {name}({columns})", True))
+        steps.append(
+            Step(
+                _lint_exception("require-concurrent-index-creation", "a new, empty table")
+                + f"CREATE INDEX IF NOT EXISTS {index} ON {name}({columns})",
+                True,
+            )
+        )
     return steps
 
 
 def drop_table(name: str) -> Operation:
     """Drop a table (its own indexes go with it). Drop what references it first."""
-    return [Step(f"DROP TABLE IF EXISTS {name}", True)]
+    reason = "safe.drop_table: nothing reads or references it any more"
+    return [Step(_lint_exception("ban-drop-table", reason) + f"DROP TABLE IF EXISTS {name}", True)]
 
 
 # --- Columns ----------------------------------------------------------------------------
@@ -147,7 +158,14 @@ def add_column(table: str, definition: str, *, accepted: str | None = None) -> O
 def drop_column(table: str, column: str) -> Operation:
     """Drop a column: a catalog change only (no rewrite). Deploy code that no longer reads
     it first; drop its indexes and foreign keys before it, as the guide's rollback does."""
-    return [Step(f"ALTER TABLE {table} DROP COLUMN IF EXISTS {column}", True)]
+    reason = "safe.drop_column: no deployed code reads it any more"
+    return [
+        Step(
+            _lint_exception("ban-drop-column", reason)
+            + f"ALTER TABLE {table} DROP COLUMN IF EXISTS {column}",
+            True,
+        )
+    ]
 
 
 def alter_column_type(

@@ -1,0 +1,108 @@
+"""Lint every Alembic revision, as CI does: squawk over their offline SQL, and a check of
+what squawk cannot see.
+
+    python scripts/lint_migrations.py
+
+1. squawk (`.squawk.toml`) over the SQL of `upgrade base:head` and of the downgrade from
+   head to the last revision that may be downgraded to.
+2. Every revision must change the schema through `app.db.safe_migrations`: a direct
+   `op.<operation>(...)` call (plain `op.add_column`, `op.create_index`, ...: one
+   transaction, locks held for the whole scan) fails, like strong_migrations does, unless
+   its line ends with `# lint: accepted <reason>`.
+
+Exit 0 when clean, 1 with one line per problem.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from alembic import command
+from alembic.script import ScriptDirectory
+
+from app.db.migrations import alembic_config
+from app.db.settings import PROJECT_ROOT
+
+VERSIONS = PROJECT_ROOT / "migrations" / "versions"
+ACCEPTED = "# lint: accepted "
+
+
+def unsafe_calls(source: str, path: str) -> list[str]:
+    """`op.<name>(...)` calls not marked as accepted, one line each."""
+    lines = source.splitlines()
+    problems = []
+    for node in ast.walk(ast.parse(source, path)):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == "op"
+        ):
+            line = lines[node.lineno - 1]
+            reason = line.partition(ACCEPTED)[2].strip()
+            if not reason:
+                problems.append(
+                    f"{path}:{node.lineno}: op.{node.func.attr}() is not lock-safe on a big, "
+                    "busy table; use app.db.safe_migrations (or end the line with "
+                    f"'{ACCEPTED}<reason>')"
+                )
+    return problems
+
+
+def offline_sql() -> tuple[str, str]:
+    """The SQL of upgrading from nothing to head, and of downgrading as far as allowed."""
+    config = alembic_config()
+    script = ScriptDirectory.from_config(config)
+    upgrade = io.StringIO()
+    config.output_buffer = upgrade
+    command.upgrade(config, "base:head", sql=True)
+    # Down to the newest revision whose own downgrade is refused (the baseline), or base.
+    floor = "base"
+    for revision in script.walk_revisions():
+        if getattr(revision.module, "IRREVERSIBLE", None):
+            floor = revision.revision
+            break
+    downgrade = io.StringIO()
+    config.output_buffer = downgrade
+    head = script.get_current_head()
+    if head != floor:
+        command.downgrade(config, f"{head}:{floor}", sql=True)
+    return upgrade.getvalue(), downgrade.getvalue()
+
+
+def squawk(*scripts: str) -> tuple[int, str]:
+    with tempfile.TemporaryDirectory() as folder:
+        paths = []
+        for name, text in zip(("upgrade.sql", "downgrade.sql"), scripts, strict=True):
+            path = Path(folder) / name
+            path.write_text(text, encoding="utf-8")
+            paths.append(str(path))
+        result = subprocess.run(
+            [str(Path(sys.executable).parent / "squawk"), "--config", ".squawk.toml", *paths],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+        )
+    return result.returncode, result.stdout + result.stderr
+
+
+def main() -> int:
+    problems = []
+    for path in sorted(VERSIONS.glob("*.py")):
+        problems += unsafe_calls(path.read_text("utf-8"), str(path.relative_to(PROJECT_ROOT)))
+    code, report = squawk(*offline_sql())
+    if code != 0:
+        print(report.strip())
+        problems.append("squawk found locking hazards in the revisions' SQL (above)")
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""scripts/lint_migrations.py: every revision passes, and an unsafe one fails."""
+
+from __future__ import annotations
+
+from scripts.lint_migrations import offline_sql, squawk, unsafe_calls
+from tests.tools import SCRIPTS, run_tool
+
+UNSAFE_REVISION = """
+from alembic import op
+import sqlalchemy as sa
+
+
+def upgrade() -> None:
+    op.add_column("data_collection_logs", sa.Column("source", sa.Text()))
+    op.create_index("idx_logs_source", "data_collection_logs", ["source"])
+    op.execute("SELECT 1")  # lint: accepted a no-op, for the test
+"""
+
+
+def test_every_revision_passes() -> None:
+    result = run_tool(str(SCRIPTS / "lint_migrations.py"), env={}, cwd=SCRIPTS.parent)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_plain_alembic_operations_fail_unless_accepted_with_a_reason() -> None:
+    problems = unsafe_calls(UNSAFE_REVISION, "versions/x.py")
+    assert [p.split(":")[1] for p in problems] == ["7", "8"]
+    assert "op.add_column() is not lock-safe" in problems[0]
+    assert "app.db.safe_migrations" in problems[0]
+
+
+def test_squawk_catches_an_index_built_without_concurrently() -> None:
+    upgrade, downgrade = offline_sql()
+    assert "CONCURRENTLY" in upgrade and "DROP INDEX CONCURRENTLY" in downgrade
+    bad = upgrade + "\nCREATE INDEX idx_logs_status ON data_collection_logs(status);\n"
+    code, report = squawk(bad, downgrade)
+    assert code != 0 and "require-concurrent-index-creation" in report
