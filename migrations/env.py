@@ -30,6 +30,7 @@ from app.db.marker import (
     write_marker,
 )
 from app.db.migrations import RETRY_OPTION, WATCH_OPTION, refuse_irreversible
+from app.db.safe_autogenerate import rewrite
 from app.db.schema import INIT_DB_LOCK_KEY
 from app.db.settings import Environment, load_settings
 from app.models import Base
@@ -47,7 +48,9 @@ def _include_object(
 
 
 OPTIONS: dict[str, Any] = {
-    "target_metadata": Base.metadata,
+    # The caller may compare against other models (tests, in a throwaway copy).
+    "target_metadata": config.attributes.get("target_metadata", Base.metadata),
+    "process_revision_directives": rewrite,
     "compare_type": True,
     "compare_server_default": True,
     "transaction_per_migration": True,

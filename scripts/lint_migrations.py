@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 from alembic import command
+from alembic.config import Config
 from alembic.script import ScriptDirectory
 
 from app.db.migrations import alembic_config
@@ -54,9 +55,9 @@ def unsafe_calls(source: str, path: str) -> list[str]:
     return problems
 
 
-def offline_sql() -> tuple[str, str]:
+def offline_sql(config: Config | None = None) -> tuple[str, str]:
     """The SQL of upgrading from nothing to head, and of downgrading as far as allowed."""
-    config = alembic_config()
+    config = config or alembic_config()
     script = ScriptDirectory.from_config(config)
     upgrade = io.StringIO()
     config.output_buffer = upgrade

@@ -208,8 +208,17 @@ def set_not_null(table: str, column: str) -> Operation:
     return [
         *add_check(check, table, f"{column} IS NOT NULL"),
         Step(f"ALTER TABLE {table} ALTER COLUMN {column} SET NOT NULL", True),
-        Step(f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {check}", True),
+        Step(
+            _lint_exception("ban-drop-constraint", "the helper CHECK: NOT NULL holds it now")
+            + f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {check}",
+            True,
+        ),
     ]
+
+
+def drop_not_null(table: str, column: str) -> Operation:
+    """Allow NULL again: a catalog change only."""
+    return [Step(f"ALTER TABLE {table} ALTER COLUMN {column} DROP NOT NULL", True)]
 
 
 # --- Constraints ------------------------------------------------------------------------
@@ -241,6 +250,18 @@ def add_check(name: str, table: str, condition: str) -> Operation:
     return [
         Step(_unless_exists(_constraint_exists(name, table), add), True),
         Step(f"ALTER TABLE {table} VALIDATE CONSTRAINT {name}", False),
+    ]
+
+
+def drop_constraint(name: str, table: str) -> Operation:
+    """Drop a constraint: a catalog change only, under the short lock."""
+    reason = "safe.drop_constraint: the revision's own decision (usually a downgrade)"
+    return [
+        Step(
+            _lint_exception("ban-drop-constraint", reason)
+            + f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {name}",
+            True,
+        )
     ]
 
 
