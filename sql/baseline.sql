@@ -24,4 +24,5 @@ CREATE TABLE data_collection_logs (
     created_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT NOW()
 );
 
+-- squawk-ignore require-concurrent-index-creation -- the baseline: production has it already
 CREATE INDEX idx_data_collection_logs_analyst_id ON data_collection_logs(analyst_id);

@@ -14,7 +14,8 @@ import logging
 import random
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from alembic import op
@@ -57,8 +58,27 @@ class Step:
     """Why the revision runs this unsafe statement anyway (see app.db.safe_migrations)."""
 
 
+_planned: ContextVar[list[Step] | None] = ContextVar("planned", default=None)
+
+
+@contextlib.contextmanager
+def planning() -> Iterator[list[Step]]:
+    """Collect the steps that revisions' `upgrade()`/`downgrade()` would run, running
+    nothing: for the plan command and for tests that interrupt each step."""
+    steps: list[Step] = []
+    token = _planned.set(steps)
+    try:
+        yield steps
+    finally:
+        _planned.reset(token)
+
+
 def run_steps(steps: Sequence[Step]) -> None:
     """Run `steps` outside any transaction, each committed on its own."""
+    plan = _planned.get()
+    if plan is not None:
+        plan.extend(steps)
+        return
     context = op.get_context()
     with context.autocommit_block():
         # An online index build should be gentle: parallel workers would take the CPU the

@@ -12,8 +12,7 @@ over with `scripts/init_db.py` instead.
 
 from collections.abc import Sequence
 
-from alembic import op
-
+from app.db import safe_migrations as safe
 from app.db.migrations import IrreversibleMigrationError, sql_statements
 from app.db.settings import PROJECT_ROOT
 
@@ -29,8 +28,9 @@ IRREVERSIBLE = (
 
 
 def upgrade() -> None:
-    for statement in sql_statements((PROJECT_ROOT / "sql" / "baseline.sql").read_text("utf-8")):
-        op.execute(statement)  # lint: accepted tables production had before this project
+    statements = sql_statements((PROJECT_ROOT / "sql" / "baseline.sql").read_text("utf-8"))
+    reason = "the baseline: tables production had before this project (stamped there)"
+    safe.run(*(safe.sql(statement, reason=reason) for statement in statements))
 
 
 def downgrade() -> None:
