@@ -1,0 +1,47 @@
+"""scripts/plan_migrations.py: every pending step with its lock and what it does to rows,
+the tables' sizes, and nothing written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.conftest import ScratchFactory
+from tests.guide import fetch, run_script
+from tests.test_migrations import BASELINE, alembic, bookkeeping
+from tests.tools import SCRIPTS, run_tool, url_env
+
+PLAN = str(SCRIPTS / "plan_migrations.py")
+
+
+async def test_the_plan_lists_each_pending_step_and_writes_nothing(
+    scratch_db: ScratchFactory, tmp_path: Path
+) -> None:
+    url = await scratch_db()
+    await alembic(url, "upgrade", BASELINE)
+    await run_script(
+        url,
+        "INSERT INTO analysts (email, name) VALUES ('a@x', 'A');"
+        "INSERT INTO data_collection_logs (analyst_id, collection_type, status)"
+        " SELECT id, 'news', 'success' FROM analysts, generate_series(1, 1000);"
+        "ANALYZE data_collection_logs;",
+    )
+    before = await bookkeeping(url)
+    result = run_tool(PLAN, env=url_env(url), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert await bookkeeping(url) == before
+    lines = result.stdout.splitlines()
+    assert "revision 8e4d6b0c2a91: 8 step(s)" in lines
+    validate = lines.index(next(line for line in lines if "VALIDATE CONSTRAINT" in line))
+    assert "lock SHARE UPDATE EXCLUSIVE; writers never wait; rows: scans" in lines[validate + 1]
+    assert "tables: data_collection_logs (" in lines[validate + 1]
+    assert "~1000 rows" in lines[validate + 1]
+    add = next(i for i, line in enumerate(lines) if "ADD COLUMN IF NOT EXISTS" in line)
+    assert (
+        "lock ACCESS EXCLUSIVE; writers wait (lock_timeout 25ms, retried); rows: none"
+        in (lines[add + 1])
+    )
+    assert await fetch(url, "SELECT to_regclass('collection_jobs')") == [(None,)]
+
+    await alembic(url, "upgrade", "head")
+    done = run_tool(PLAN, env=url_env(url), cwd=tmp_path)
+    assert "nothing pending" in done.stdout
