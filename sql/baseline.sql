@@ -1,8 +1,9 @@
 -- The platform's tables as they were before the collection-jobs feature
--- (Alembic revision "baseline"). The guide's SQL (method 2) runs on top of this.
+-- (Alembic revision "baseline"). The guide's SQL (method 2) runs on top of this. Every
+-- statement can run again: an interrupted baseline is finished by running it again.
 
 -- squawk-ignore require-lock-timeout -- the baseline: tables production had before this project
-CREATE TABLE analysts (
+CREATE TABLE IF NOT EXISTS analysts (
     id UUID PRIMARY KEY DEFAULT gen_random_uuid(),
     email VARCHAR(255) NOT NULL UNIQUE,
     name VARCHAR(100) NOT NULL,
@@ -11,7 +12,7 @@ CREATE TABLE analysts (
 );
 
 -- squawk-ignore require-lock-timeout -- the baseline: tables production had before this project
-CREATE TABLE data_collection_logs (
+CREATE TABLE IF NOT EXISTS data_collection_logs (
     id UUID PRIMARY KEY DEFAULT gen_random_uuid(),
     analyst_id UUID NOT NULL REFERENCES analysts(id),
     collection_type VARCHAR(50) NOT NULL,
@@ -25,4 +26,4 @@ CREATE TABLE data_collection_logs (
 );
 
 -- squawk-ignore require-concurrent-index-creation -- the baseline: production has it already
-CREATE INDEX idx_data_collection_logs_analyst_id ON data_collection_logs(analyst_id);
+CREATE INDEX IF NOT EXISTS idx_data_collection_logs_analyst_id ON data_collection_logs(analyst_id);

@@ -120,7 +120,8 @@ def _timeout(step: Step) -> str:
 
 
 def _summary(sql: str) -> str:
-    return " ".join(sql.split())[:70]
+    lines = [line for line in sql.splitlines() if not line.lstrip().startswith("--")]
+    return " ".join(" ".join(lines).split())[:70]
 
 
 def _run_with_retries(conn: Connection, sql: str, timeout: str, budget: float) -> None:
