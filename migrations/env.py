@@ -29,7 +29,12 @@ from app.db.marker import (
     read_marker,
     write_marker,
 )
-from app.db.migrations import RETRY_OPTION, WATCH_OPTION, refuse_irreversible
+from app.db.migrations import (
+    PROGRESS_OPTION,
+    RETRY_OPTION,
+    WATCH_OPTION,
+    refuse_irreversible,
+)
 from app.db.safe_autogenerate import rewrite
 from app.db.schema import INIT_DB_LOCK_KEY
 from app.db.settings import Environment, load_settings
@@ -75,15 +80,20 @@ def run_migrations_offline() -> None:
 
 def _lock_retry_seconds() -> float:
     """The retry budget: `-x lock_retry_seconds=N`, else the caller's, else the setting."""
-    raw = context.get_x_argument(as_dictionary=True).get(RETRY_OPTION)
+    return _positive_x(RETRY_OPTION, settings.migration_lock_retry_seconds)
+
+
+def _positive_x(name: str, default: float) -> float:
+    """A `-x name=seconds` option (or the caller's attribute), else `default`."""
+    raw = context.get_x_argument(as_dictionary=True).get(name)
     if raw is None:
-        return float(config.attributes.get(RETRY_OPTION) or settings.migration_lock_retry_seconds)
+        return float(config.attributes.get(name) or default)
     try:
         seconds = float(raw)
     except ValueError:
         seconds = -1.0
     if not 0 < seconds < float("inf"):
-        raise ConfigurationError(f"-x {RETRY_OPTION} must be a positive number of seconds")
+        raise ConfigurationError(f"-x {name} must be a positive number of seconds")
     return seconds
 
 
@@ -116,7 +126,11 @@ def _run_sync(conn: Connection, environment: Environment, url: URL) -> None:
         context.configure(
             connection=conn,
             on_version_apply=lambda **kw: applied.append(kw["step"]),
-            **{RETRY_OPTION: _lock_retry_seconds(), WATCH_OPTION: url},
+            **{
+                RETRY_OPTION: _lock_retry_seconds(),
+                WATCH_OPTION: url,
+                PROGRESS_OPTION: _positive_x(PROGRESS_OPTION, 5.0),
+            },
             **OPTIONS,
         )
         _guard_steps()

@@ -393,3 +393,36 @@ async def test_a_concurrent_index_build_behind_an_old_snapshot_names_the_session
         await asyncio.to_thread(process.communicate, timeout=60)
     assert process.returncode == 0
     assert await version(url) == HEAD
+
+
+async def test_long_steps_say_how_far_they_are(scratch_db: ScratchFactory, tmp_path: Path) -> None:
+    url = await scratch_db()
+    await alembic(url, "upgrade", BASELINE)
+    await run_script(
+        url,
+        "INSERT INTO analysts (email, name) VALUES ('a@x', 'A');"
+        "INSERT INTO data_collection_logs (analyst_id, collection_type, status)"
+        " SELECT id, 'news', 'success' FROM analysts, generate_series(1, 20000);"
+        "ANALYZE data_collection_logs;",
+    )
+    # Keeps the index build in its wait for old snapshots, where the server reports it.
+    holder = await connect(url, application_name="old-snapshot")
+    await holder.execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1")
+    process = start_alembic(url, "-x", "progress_seconds=0.2", "upgrade", "head", cwd=tmp_path)
+    seen: list[str] = []
+    try:
+        assert process.stderr is not None
+        while not any("progress: waiting for old snapshots" in line for line in seen):
+            line = await asyncio.wait_for(asyncio.to_thread(process.stderr.readline), 60)
+            assert line, "alembic ended without progress: " + "".join(seen)
+            seen.append(line)
+    finally:
+        await holder.execute("ROLLBACK")
+        await holder.close()
+        _, rest = await asyncio.to_thread(process.communicate, timeout=60)
+    seen += rest.splitlines()
+    assert process.returncode == 0
+    index = next(line for line in seen if "progress: waiting for old snapshots" in line)
+    assert "CREATE INDEX CONCURRENTLY" in index and "s in this step" in index
+    validate = [line for line in seen if "progress: validating" in line]
+    assert not validate or "scanning data_collection_logs (" in validate[0]

@@ -28,7 +28,15 @@ from sqlalchemy.exc import DBAPIError
 
 from app.db.errors import DatabaseSetupError
 from app.db.settings import DEFAULT_LOCK_RETRY_SECONDS, PROJECT_ROOT
-from app.db.waits import LOCK_HOLDERS_SQL, Session, WaitWatcher, describe
+from app.db.waits import (
+    LOCK_HOLDERS_SQL,
+    Progress,
+    Session,
+    WaitWatcher,
+    describe,
+    index_build_progress,
+    scan_progress,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +46,8 @@ BACKOFF_START, BACKOFF_MAX = 0.2, 2.0
 """Seconds between attempts: doubling from BACKOFF_START up to BACKOFF_MAX, jittered."""
 RETRY_OPTION = "lock_retry_seconds"
 """The migration context option (from the settings, or `alembic -x lock_retry_seconds=N`)."""
+PROGRESS_OPTION = "progress_seconds"
+"""How often long steps log their progress (`alembic -x progress_seconds=N`), default 5."""
 WATCH_OPTION = "watch_url"
 """The migration context option with the database URL, to watch from a second connection."""
 
@@ -89,8 +99,9 @@ def run_steps(steps: Sequence[Step]) -> None:
             budget = float(context.opts.get(RETRY_OPTION) or DEFAULT_LOCK_RETRY_SECONDS)
             watch_url = context.opts.get(WATCH_OPTION)
             pid = int(conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+            every = float(context.opts.get(PROGRESS_OPTION) or 5.0)
             for step in steps:
-                with _watching(watch_url, pid, step):
+                with _watching(watch_url, pid, step, every):
                     _run_with_retries(conn, step.sql, _timeout(step), budget)
         else:
             # Plain SQL can't retry: after a lock timeout the DBA runs the file again.
@@ -104,15 +115,24 @@ def run_steps(steps: Sequence[Step]) -> None:
         op.execute("RESET max_parallel_maintenance_workers")
 
 
-def _watching(url: URL | None, pid: int, step: Step) -> contextlib.AbstractContextManager[object]:
-    """Log whom a step that may wait long (VALIDATE, CONCURRENTLY) is waiting for."""
+def _watching(
+    url: URL | None, pid: int, step: Step, every: float
+) -> contextlib.AbstractContextManager[object]:
+    """For a step that may run or wait long (VALIDATE, CONCURRENTLY): log whom it waits
+    for, and every `every` seconds how far it is."""
     if url is None or step.blocks_writers:  # those give up after LOCK_TIMEOUT anyway
         return contextlib.nullcontext()
+    summary = _summary(step.sql)
 
     def notify(message: str) -> None:
-        log.warning("%s: %s", message, _summary(step.sql))
+        log.warning("%s: %s", message, summary)
 
-    return WaitWatcher(url, pid, notify)
+    progress: Progress | None = None
+    if "CONCURRENTLY" in step.sql and "CREATE" in step.sql:
+        progress = index_build_progress(pid)
+    elif validated := re.search(r"ALTER TABLE (\w+) VALIDATE CONSTRAINT (\w+)", step.sql):
+        progress = scan_progress(validated.group(1), f"validating {validated.group(2)}")
+    return WaitWatcher(url, pid, notify, progress=progress, progress_every=every)
 
 
 def _timeout(step: Step) -> str:
