@@ -20,6 +20,7 @@ import random
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from sqlalchemy.engine import URL
@@ -60,8 +61,8 @@ async def writer(url: URL, ids: list[object], stop: asyncio.Event, out: list[flo
             if delay > 0:
                 await asyncio.sleep(delay)
             await conn.execute(
-                "INSERT INTO data_collection_logs (analyst_id, collection_type, status)"
-                " VALUES ($1, 'news', 'success')",
+                "INSERT INTO data_collection_logs (analyst_id, collection_type, status, message)"
+                " VALUES ($1, 'news', 'success', 'written during the migration')",
                 analyst,
             )
             await conn.execute(
@@ -117,6 +118,12 @@ async def migrate_with_alembic(url: URL) -> None:
 
 
 async def measure(url: URL, method: str, hold: float) -> Result:
+    action = migrate_with_guide_sql if method == "guide" else migrate_with_alembic
+    return await measure_action(url, lambda: action(url), hold)
+
+
+async def measure_action(url: URL, action: Callable[[], Awaitable[None]], hold: float) -> Result:
+    """The writer's latencies while `action` runs (after `hold` s of an open transaction)."""
     conn = await connect(url)
     ids = [
         r[0]
@@ -138,7 +145,7 @@ async def measure(url: URL, method: str, hold: float) -> Result:
     started = time.perf_counter()
     if os.environ.get("BENCH_DEBUG"):
         print(f"  migration starts at {time.time():.3f}", file=sys.stderr)
-    await (migrate_with_guide_sql(url) if method == "guide" else migrate_with_alembic(url))
+    await action()
     wall = time.perf_counter() - started
     await asyncio.sleep(0.5)
     stop.set()

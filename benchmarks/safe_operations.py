@@ -1,0 +1,201 @@
+"""Each safe operation on data_collection_logs beside the plain one, under a steady writer.
+
+    python -m benchmarks.safe_operations [--rows 20000000] [--hold 5]
+
+The table is filled at the baseline and migrated to head; then, for each operation, the
+plain statement (one transaction, no lock_timeout: what a plain `op.*` revision does) and
+the `app.db.safe_migrations` operation run while a writer inserts and updates every 2 ms
+(latency measured from each write's scheduled time), first alone, then right after another
+session opened a transaction on the table that stays open for --hold seconds. Each is
+undone before the next. Prints the longest write stall and the wall time of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Callable
+
+from alembic.operations import Operations
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Connection
+from sqlalchemy.engine import URL
+
+from app.db import safe_migrations as safe
+from app.db.embedded import database_url
+from app.db.engine import connect, create_engine
+from app.db.settings import PROJECT_ROOT, load_settings
+from app.db.urls import parse_database_url
+from benchmarks.migration_lock import build_template, measure_action, migrate_with_alembic
+from benchmarks.scratch import admin
+
+T = "data_collection_logs"
+CASES: list[tuple[str, list[str], Callable[[], safe.Operation], list[str]]] = [
+    # name, plain statements (one transaction), safe operation, undo
+    (
+        "add nullable column",
+        [f"ALTER TABLE {T} ADD COLUMN note TEXT"],
+        lambda: safe.add_column(T, "note TEXT"),
+        [f"ALTER TABLE {T} DROP COLUMN IF EXISTS note"],
+    ),
+    (
+        "add column, constant default",
+        [f"ALTER TABLE {T} ADD COLUMN retries INT DEFAULT 0"],
+        lambda: safe.add_column(T, "retries INT DEFAULT 0"),
+        [f"ALTER TABLE {T} DROP COLUMN IF EXISTS retries"],
+    ),
+    (
+        "add foreign key",
+        [
+            f"ALTER TABLE {T} ADD CONSTRAINT bench_fk"
+            " FOREIGN KEY (analyst_id) REFERENCES analysts(id)"
+        ],
+        lambda: safe.add_foreign_key("bench_fk", T, "analyst_id", "analysts", "id"),
+        [f"ALTER TABLE {T} DROP CONSTRAINT IF EXISTS bench_fk"],
+    ),
+    (
+        "add check constraint",
+        [f"ALTER TABLE {T} ADD CONSTRAINT bench_check CHECK (records_collected >= 0)"],
+        lambda: safe.add_check("bench_check", T, "records_collected >= 0"),
+        [f"ALTER TABLE {T} DROP CONSTRAINT IF EXISTS bench_check"],
+    ),
+    (
+        "set not null",
+        [f"ALTER TABLE {T} ALTER COLUMN message SET NOT NULL"],
+        lambda: safe.set_not_null(T, "message"),
+        [
+            f"ALTER TABLE {T} ALTER COLUMN message DROP NOT NULL",
+            f"ALTER TABLE {T} DROP CONSTRAINT IF EXISTS {T}_message_nn_check",
+        ],
+    ),
+    (
+        "create index",
+        [f"CREATE INDEX bench_idx ON {T}(records_collected)"],
+        lambda: safe.create_index("bench_idx", T, "records_collected"),
+        ["DROP INDEX IF EXISTS bench_idx"],
+    ),
+    (
+        "unique constraint",
+        [f"ALTER TABLE {T} ADD CONSTRAINT bench_unique UNIQUE (id, records_collected)"],
+        lambda: safe.add_unique("bench_unique", T, "id, records_collected"),
+        [
+            f"ALTER TABLE {T} DROP CONSTRAINT IF EXISTS bench_unique",
+            "DROP INDEX IF EXISTS bench_unique",
+        ],
+    ),
+    (
+        "drop index",
+        ["DROP INDEX idx_data_collection_logs_analyst_id"],
+        lambda: safe.drop_index("idx_data_collection_logs_analyst_id"),
+        [f"CREATE INDEX IF NOT EXISTS idx_data_collection_logs_analyst_id ON {T}(analyst_id)"],
+    ),
+]
+
+
+async def run_plain(url: URL, statements: list[str]) -> None:
+    conn = await connect(url)
+    try:
+        async with conn.transaction():
+            for statement in statements:
+                await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+async def run_safe(url: URL, operation: safe.Operation) -> None:
+    def run(conn: Connection) -> None:
+        context = MigrationContext.configure(conn, opts={"lock_retry_seconds": 600})
+        with Operations.context(context):
+            safe.run(operation)
+
+    engine = create_engine(url, null_pool=True)
+    try:
+        async with engine.connect() as conn:
+            await conn.run_sync(run)
+    finally:
+        await engine.dispose()
+
+
+class Prepared:
+    """A case in a process of its own, started (imports done) and waiting for the word:
+    the writer must not pay for a Python start-up."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, label: str) -> None:
+        self.proc, self.label = proc, label
+
+    @classmethod
+    async def start(cls, url: URL, name: str, how: str) -> Prepared:
+        env = {**os.environ, "BENCH_URL": url.render_as_string(hide_password=False)}
+        proc = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "benchmarks.safe_operations", "--apply", name, how),
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        assert proc.stdout is not None
+        await proc.stdout.readline()  # "ready"
+        return cls(proc, f"{how} {name}")
+
+    async def go(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(b"go\n")
+        await self.proc.stdin.drain()
+        if await self.proc.wait() != 0:
+            raise RuntimeError(f"{self.label} failed")
+
+
+async def apply(name: str, how: str) -> None:
+    url = parse_database_url(os.environ["BENCH_URL"])
+    _, plain, operation, _ = next(case for case in CASES if case[0] == name)
+    print("ready", flush=True)
+    await asyncio.to_thread(sys.stdin.readline)
+    await (run_plain(url, plain) if how == "plain" else run_safe(url, operation()))
+
+
+async def undo(url: URL, statements: list[str]) -> None:
+    conn = await connect(url)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=20_000_000)
+    parser.add_argument("--hold", type=float, default=5.0)
+    parser.add_argument("--apply", nargs=2, metavar=("CASE", "HOW"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.apply:
+        await apply(*args.apply)
+        return
+    settings = load_settings()
+    base = await database_url(settings, settings.environment())
+    url = base.set(database=f"bench_ops_{args.rows}")
+    await build_template(url, args.rows)
+    await migrate_with_alembic(url)
+    print(f"{args.rows:,} rows in {T}")
+    print(f"{'operation':<30} {'how':<6} {'hold':>5}  {'wall':>8}  {'longest stall':>14}")
+    try:
+        for name, _, _, undo_statements in CASES:
+            for hold in (0.0, args.hold):
+                for how in ("plain", "safe"):
+                    prepared = await Prepared.start(url, name, how)
+                    result = await measure_action(url, prepared.go, hold)
+                    stall = max(result.latencies, default=0) * 1000
+                    print(
+                        f"{name:<30} {how:<6} {hold:4.0f}s  {result.wall:7.2f}s  {stall:11.1f} ms",
+                        flush=True,
+                    )
+                    await undo(url, undo_statements)
+    finally:
+        await admin(base, f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
