@@ -8,7 +8,8 @@ what squawk cannot see.
 2. Every revision must change the schema through `app.db.safe_migrations`: a direct
    `op.<operation>(...)` call (plain `op.add_column`, `op.create_index`, ...: one
    transaction, locks held for the whole scan) fails, like strong_migrations does, unless
-   its line ends with `# lint: accepted <reason>`.
+   its line ends with `# lint: accepted <reason>`. Each unsafe operation a revision
+   accepts (`accepted="why"`) is listed with its reason.
 
 Exit 0 when clean, 1 with one line per problem.
 """
@@ -55,6 +56,17 @@ def unsafe_calls(source: str, path: str) -> list[str]:
     return problems
 
 
+def accepted_risks(source: str, path: str) -> list[str]:
+    """Every deliberately accepted unsafe operation (`accepted="why"`), with its reason."""
+    risks = []
+    for node in ast.walk(ast.parse(source, path)):
+        if isinstance(node, ast.Call):
+            for keyword in node.keywords:
+                if keyword.arg == "accepted" and isinstance(keyword.value, ast.Constant):
+                    risks.append(f"{path}:{node.lineno}: accepted: {keyword.value.value}")
+    return risks
+
+
 def offline_sql(config: Config | None = None) -> tuple[str, str]:
     """The SQL of upgrading from nothing to head, and of downgrading as far as allowed."""
     config = config or alembic_config()
@@ -95,7 +107,10 @@ def squawk(*scripts: str) -> tuple[int, str]:
 def main() -> int:
     problems = []
     for path in sorted(VERSIONS.glob("*.py")):
-        problems += unsafe_calls(path.read_text("utf-8"), str(path.relative_to(PROJECT_ROOT)))
+        source, name = path.read_text("utf-8"), str(path.relative_to(PROJECT_ROOT))
+        problems += unsafe_calls(source, name)
+        for risk in accepted_risks(source, name):
+            print(risk)
     code, report = squawk(*offline_sql())
     if code != 0:
         print(report.strip())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from scripts.lint_migrations import offline_sql, squawk, unsafe_calls
+from scripts.lint_migrations import accepted_risks, offline_sql, squawk, unsafe_calls
 from tests.tools import SCRIPTS, run_tool
 
 UNSAFE_REVISION = """
@@ -35,3 +35,12 @@ def test_squawk_catches_an_index_built_without_concurrently() -> None:
     bad = upgrade + "\nCREATE INDEX idx_logs_status ON data_collection_logs(status);\n"
     code, report = squawk(bad, downgrade)
     assert code != 0 and "require-concurrent-index-creation" in report
+
+
+def test_accepted_risks_are_listed_with_their_reason() -> None:
+    source = (
+        "from app.db import safe_migrations as safe\n\n\n"
+        "def upgrade() -> None:\n"
+        "    safe.run(safe.rename_column('t', 'a', 'b', accepted='nothing reads t yet'))\n"
+    )
+    assert accepted_risks(source, "x.py") == ["x.py:5: accepted: nothing reads t yet"]
