@@ -62,8 +62,9 @@ def accepted_risks(source: str, path: str) -> list[str]:
     for node in ast.walk(ast.parse(source, path)):
         if isinstance(node, ast.Call):
             for keyword in node.keywords:
-                if keyword.arg == "accepted" and isinstance(keyword.value, ast.Constant):
-                    risks.append(f"{path}:{node.lineno}: accepted: {keyword.value.value}")
+                value = keyword.value
+                if keyword.arg == "accepted" and isinstance(value, ast.Constant):
+                    risks.append(f"{path}:{node.lineno}: accepted: {value.value!s}")
     return risks
 
 
