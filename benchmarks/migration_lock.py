@@ -178,11 +178,11 @@ async def build_template(url: URL, rows: int) -> None:
             " FROM generate_series(1, 100) g"
         )
         await conn.execute(
-            "INSERT INTO data_collection_logs (analyst_id, collection_type, status,"
+            "WITH a AS (SELECT array_agg(id ORDER BY email) AS ids FROM analysts)"
+            " INSERT INTO data_collection_logs (analyst_id, collection_type, status,"
             " records_collected, message, started_at, completed_at)"
-            " SELECT (SELECT id FROM analysts ORDER BY email LIMIT 1 OFFSET g % 100), 'news',"
-            " 'success', g % 1000, 'collected ' || g, now(), now()"
-            f" FROM generate_series(1, {rows}) g"
+            " SELECT a.ids[1 + g % 100], 'news', 'success', g % 1000, 'collected ' || g,"
+            f" now(), now() FROM a, generate_series(1, {rows}) g"
         )
         await conn.execute("VACUUM ANALYZE data_collection_logs")
     finally:
