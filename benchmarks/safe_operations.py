@@ -18,9 +18,6 @@ import os
 import sys
 from collections.abc import Callable
 
-from alembic.operations import Operations
-from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection
 from sqlalchemy.engine import URL
 
 from app.db import safe_migrations as safe
@@ -105,15 +102,10 @@ async def run_plain(url: URL, statements: list[str]) -> None:
 
 
 async def run_safe(url: URL, operation: safe.Operation) -> None:
-    def run(conn: Connection) -> None:
-        context = MigrationContext.configure(conn, opts={"lock_retry_seconds": 600})
-        with Operations.context(context):
-            safe.run(operation)
-
     engine = create_engine(url, null_pool=True)
     try:
         async with engine.connect() as conn:
-            await conn.run_sync(run)
+            await conn.run_sync(safe.run_on, operation, lock_retry_seconds=600)
     finally:
         await engine.dispose()
 

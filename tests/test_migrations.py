@@ -395,16 +395,22 @@ async def test_a_concurrent_index_build_behind_an_old_snapshot_names_the_session
     assert await version(url) == HEAD
 
 
-async def test_long_steps_say_how_far_they_are(scratch_db: ScratchFactory, tmp_path: Path) -> None:
+async def at_baseline_with_logs(scratch_db: ScratchFactory, logs: int) -> URL:
+    """A database at the baseline with one analyst and `logs` analysed log rows."""
     url = await scratch_db()
     await alembic(url, "upgrade", BASELINE)
     await run_script(
         url,
         "INSERT INTO analysts (email, name) VALUES ('a@x', 'A');"
         "INSERT INTO data_collection_logs (analyst_id, collection_type, status)"
-        " SELECT id, 'news', 'success' FROM analysts, generate_series(1, 20000);"
+        f" SELECT id, 'news', 'success' FROM analysts, generate_series(1, {logs});"
         "ANALYZE data_collection_logs;",
     )
+    return url
+
+
+async def test_long_steps_say_how_far_they_are(scratch_db: ScratchFactory, tmp_path: Path) -> None:
+    url = await at_baseline_with_logs(scratch_db, 20000)
     # Keeps the index build in its wait for old snapshots, where the server reports it.
     holder = await connect(url, application_name="old-snapshot")
     await holder.execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1")

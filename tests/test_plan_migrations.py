@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.conftest import ScratchFactory
-from tests.guide import fetch, run_script
-from tests.test_migrations import BASELINE, alembic, bookkeeping
+from tests.guide import fetch
+from tests.test_migrations import alembic, at_baseline_with_logs, bookkeeping
 from tests.tools import SCRIPTS, run_tool, url_env
 
 PLAN = str(SCRIPTS / "plan_migrations.py")
@@ -16,15 +16,7 @@ PLAN = str(SCRIPTS / "plan_migrations.py")
 async def test_the_plan_lists_each_pending_step_and_writes_nothing(
     scratch_db: ScratchFactory, tmp_path: Path
 ) -> None:
-    url = await scratch_db()
-    await alembic(url, "upgrade", BASELINE)
-    await run_script(
-        url,
-        "INSERT INTO analysts (email, name) VALUES ('a@x', 'A');"
-        "INSERT INTO data_collection_logs (analyst_id, collection_type, status)"
-        " SELECT id, 'news', 'success' FROM analysts, generate_series(1, 1000);"
-        "ANALYZE data_collection_logs;",
-    )
+    url = await at_baseline_with_logs(scratch_db, 1000)
     before = await bookkeeping(url)
     result = run_tool(PLAN, env=url_env(url), cwd=tmp_path)
     assert result.returncode == 0, result.stderr

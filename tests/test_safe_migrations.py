@@ -9,7 +9,6 @@ import logging
 import pytest
 from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection
 from sqlalchemy.engine import URL
 
 from app.db import safe_migrations as safe
@@ -22,14 +21,10 @@ from tests.guide import fetch, run_script
 async def apply(url: URL, *operations: Operation) -> None:
     """Run operations as a revision would (an Alembic migration context on the database)."""
 
-    def run(conn: Connection) -> None:
-        with Operations.context(MigrationContext.configure(conn)):
-            safe.run(*operations)
-
     engine = create_engine(url, null_pool=True)
     try:
         async with engine.connect() as conn:
-            await conn.run_sync(run)
+            await conn.run_sync(safe.run_on, *operations)
     finally:
         await engine.dispose()
 

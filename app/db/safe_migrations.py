@@ -35,6 +35,11 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
+from typing import Any
+
+from alembic.operations import Operations
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Connection
 
 from app.db.errors import DatabaseSetupError
 from app.db.migrations import Step, run_steps
@@ -46,6 +51,13 @@ Operation = list[Step]
 
 class UnsafeOperationError(DatabaseSetupError):
     """An operation that would block or rewrite a big table; the message says instead what."""
+
+
+def run_on(conn: Connection, /, *operations: Operation, **options: Any) -> None:
+    """Run operations on a connection outside any revision (benchmarks, tests, one-off
+    scripts), with the migration context options (`lock_retry_seconds`, ...)."""
+    with Operations.context(MigrationContext.configure(conn, opts=options)):
+        run(*operations)
 
 
 def run(*operations: Operation) -> None:
