@@ -14,7 +14,7 @@ from numbers import Real
 from typing import TypeVar
 
 from app.models import CollectionType
-from app.services.job_errors import JobValidationError
+from app.services.collection_jobs.errors import JobValidationError
 
 INT4_MAX = 2**31 - 1
 

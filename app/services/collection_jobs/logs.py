@@ -1,0 +1,242 @@
+"""Bulk logs and keyset-paged listings."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, NamedTuple, TypeVar
+
+from sqlalchemy import (
+    Integer,
+    Text,
+    bindparam,
+    func,
+    insert,
+    select,
+    true,
+    tuple_,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import (
+    CollectionJob,
+    CollectionType,
+    DataCollectionLog,
+    JobStatus,
+    LogStatus,
+)
+from app.models.base import TIMESTAMPTZ
+from app.services.collection_jobs import inputs as check
+from app.services.collection_jobs.common import JOBS, LOGS, Executor
+from app.services.collection_jobs.errors import (
+    JobNotFoundError,
+    JobValidationError,
+)
+
+T = TypeVar("T")
+
+MAX_PAGE_SIZE = 1000
+
+
+# --- Logs and listings ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One `data_collection_logs` row for a job; the analyst is the job's."""
+
+    collection_type: CollectionType | str
+    status: LogStatus | str
+    records_collected: int = 0
+    message: str | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+
+
+_LOG_COLUMN_TYPES: dict[str, Any] = {
+    "collection_type": Text,
+    "status": Text,
+    "records_collected": Integer,
+    "message": Text,
+    "started_at": TIMESTAMPTZ,
+    "completed_at": TIMESTAMPTZ,
+}
+
+
+def _log_columns(entries: Sequence[LogEntry]) -> dict[str, list[Any]]:
+    columns: dict[str, list[Any]] = {name: [] for name in _LOG_COLUMN_TYPES}
+    for index, entry in enumerate(entries):
+        where = f"entries[{index}]"
+        if not isinstance(entry, LogEntry):
+            raise JobValidationError(where, f"must be a LogEntry, not {type(entry).__name__}")
+        columns["collection_type"].append(
+            check.collection_type(entry.collection_type, f"{where}.collection_type")
+        )
+        columns["status"].append(
+            check.member(LogStatus, entry.status, f"{where}.status", "log status").value
+        )
+        columns["records_collected"].append(
+            check.count(entry.records_collected, f"{where}.records_collected")
+        )
+        message = entry.message
+        columns["message"].append(
+            None if message is None else check.clean_text(message, f"{where}.message")
+        )
+        started = check.optional_aware(entry.started_at, f"{where}.started_at")
+        completed = check.optional_aware(entry.completed_at, f"{where}.completed_at")
+        if started is not None and completed is not None and completed < started:
+            raise JobValidationError(f"{where}.completed_at", "must not be before started_at")
+        columns["started_at"].append(started)
+        columns["completed_at"].append(completed)
+    return columns
+
+
+def _add_logs_statement() -> Any:
+    """INSERT ... SELECT from `unnest` of one array per column: any number of rows in one
+    statement and one round trip, the analyst taken from the job (no row if it is missing)."""
+    rows = (
+        func.unnest(
+            *(bindparam(name, type_=ARRAY(kind)) for name, kind in _LOG_COLUMN_TYPES.items())
+        )
+        .table_valued(*_LOG_COLUMN_TYPES)
+        .render_derived(name="entry")
+    )
+    jobs = JOBS.c
+    source = (
+        select(jobs.analyst_id, jobs.id, *(rows.c[name] for name in _LOG_COLUMN_TYPES))
+        .select_from(JOBS.join(rows, true()))
+        .where(
+            jobs.id == bindparam("job_id", type_=UUID(as_uuid=True)),
+            # Every entry of one of the job's types, or no row at all.
+            jobs.collection_types.contains(bindparam("collection_type", type_=ARRAY(Text))),
+        )
+    )
+    return insert(LOGS).from_select(["analyst_id", "collection_job_id", *_LOG_COLUMN_TYPES], source)
+
+
+ADD_LOGS_STATEMENT = _add_logs_statement()
+
+
+async def add_job_logs(db: Executor, job_id: uuid.UUID | str, entries: Sequence[LogEntry]) -> int:
+    """Write many log rows for a job in one statement; returns how many were written.
+
+    Every entry is checked first: one bad entry writes nothing.
+    """
+    job_id = check.identifier(job_id, "job_id")
+    if not isinstance(entries, Sequence) or isinstance(entries, str | bytes):
+        raise JobValidationError("entries", "must be a sequence of LogEntry")
+    if not entries:
+        return 0
+    columns = _log_columns(entries)
+    result = await db.execute(ADD_LOGS_STATEMENT, {"job_id": job_id, **columns})
+    written: int = result.rowcount  # type: ignore[attr-defined]
+    if written == 0:
+        types = await db.scalar(select(JOBS.c.collection_types).where(JOBS.c.id == job_id))
+        if types is None:
+            raise JobNotFoundError(job_id)
+        index, wrong = next(
+            (i, t) for i, t in enumerate(columns["collection_type"]) if t not in types
+        )
+        raise JobValidationError(
+            f"entries[{index}].collection_type",
+            f"{wrong} is not one of this job's types ({', '.join(types)})",
+        )
+    return written
+
+
+class Cursor(NamedTuple):
+    """Where a page ended: the last item's `created_at` and `id` (ties broken by id)."""
+
+    created_at: datetime
+    id: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_cursor: Cursor | None
+    """Pass it back for the next page; None on the last page."""
+
+
+def _page_size(limit: int) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE_SIZE:
+        raise JobValidationError("limit", f"must be an integer from 1 to {MAX_PAGE_SIZE}")
+    return limit
+
+
+def _cursor(cursor: Cursor | None, field: str) -> Cursor | None:
+    if cursor is None:
+        return None
+    if not isinstance(cursor, Cursor):
+        raise JobValidationError(field, "must be a Cursor from a previous page")
+    return Cursor(
+        check.aware(cursor.created_at, f"{field}.created_at"),
+        check.identifier(cursor.id, f"{field}.id"),
+    )
+
+
+def _page(rows: Sequence[Any], limit: int) -> Page[Any]:
+    items = list(rows[:limit])
+    more = len(rows) > limit
+    return Page(items, Cursor(items[-1].created_at, items[-1].id) if more else None)
+
+
+async def list_job_logs(
+    session: AsyncSession,
+    job_id: uuid.UUID | str,
+    *,
+    limit: int = 100,
+    after: Cursor | None = None,
+) -> Page[DataCollectionLog]:
+    """A job's logs, oldest first, a page at a time (index on `collection_job_id`)."""
+    job_id = check.identifier(job_id, "job_id")
+    limit = _page_size(limit)
+    after = _cursor(after, "after")
+    statement = (
+        select(DataCollectionLog)
+        .where(DataCollectionLog.collection_job_id == job_id)
+        .order_by(DataCollectionLog.created_at, DataCollectionLog.id)
+        .limit(limit + 1)
+    )
+    if after is not None:
+        statement = statement.where(
+            tuple_(DataCollectionLog.created_at, DataCollectionLog.id) > tuple_(*after)
+        )
+    return _page((await session.scalars(statement)).all(), limit)
+
+
+async def list_analyst_jobs(
+    session: AsyncSession,
+    analyst_id: uuid.UUID | str,
+    *,
+    status: JobStatus | str | Collection[JobStatus | str] | None = None,
+    limit: int = 50,
+    before: Cursor | None = None,
+) -> Page[CollectionJob]:
+    """An analyst's jobs, newest first, optionally of some statuses, a page at a time."""
+    analyst_id = check.identifier(analyst_id, "analyst_id")
+    limit = _page_size(limit)
+    before = _cursor(before, "before")
+    statement = (
+        select(CollectionJob)
+        .where(CollectionJob.analyst_id == analyst_id)
+        .order_by(CollectionJob.created_at.desc(), CollectionJob.id.desc())
+        .limit(limit + 1)
+    )
+    if status is not None:
+        if isinstance(status, str):
+            statuses: list[JobStatus | str] = [status]
+        elif isinstance(status, Collection):
+            statuses = list(status)
+        else:
+            raise JobValidationError("status", "must be a status or a collection of statuses")
+        wanted = [check.member(JobStatus, s, "status", "status") for s in statuses]
+        statement = statement.where(CollectionJob.status.in_(wanted))
+    if before is not None:
+        statement = statement.where(
+            tuple_(CollectionJob.created_at, CollectionJob.id) < tuple_(*before)
+        )
+    return _page((await session.scalars(statement)).all(), limit)

@@ -1,0 +1,204 @@
+"""Progress reports: one UPDATE that merges, averages and estimates."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypeGuard
+
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    Numeric,
+    String,
+    Text,
+    any_,
+    bindparam,
+    case,
+    cast,
+    func,
+    literal_column,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.models import (
+    CollectionJob,
+    CollectionType,
+    JobStatus,
+)
+from app.models.base import TIMESTAMPTZ
+from app.services.collection_jobs import inputs as check
+from app.services.collection_jobs.common import JOBS, Executor, now
+from app.services.collection_jobs.errors import (
+    CollectionJobError,
+    JobNotFoundError,
+    JobNotRunningError,
+    JobValidationError,
+)
+
+# --- Progress ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressReport:
+    """The job's progress right after a report was recorded."""
+
+    progress: dict[str, float]
+    overall_progress: float
+    estimated_completion_time: datetime | None
+
+
+# The hot statement's constants are written into its SQL rather than bound, which saves
+# converting seven parameters on every report.
+_ZERO = literal_column("0", Float)
+_HUNDRED = literal_column("100.0", Float)
+_EMPTY_OBJECT = literal_column("'{}'::jsonb", JSONB)
+_RUNNING = literal_column(f"'{JobStatus.RUNNING.value}'", String)
+MAX_ESTIMATE = timedelta(days=365)
+"""No estimate (NULL) when the projected finish is further than this from the start: at
+that rate the figure means nothing (a tiny first report long after the start)."""
+_MAX_ESTIMATE_SECONDS = literal_column(str(int(MAX_ESTIMATE.total_seconds())), Float)
+
+
+def _percent_of(progress: ColumnElement[Any], collection_type: ColumnElement[Any]) -> Any:
+    """`progress ->> type` as a number; a type not reported yet counts 0."""
+    return func.coalesce(cast(progress.op("->>")(collection_type), Float), _ZERO)
+
+
+def _progress_statement() -> Any:
+    """One UPDATE that merges a report into the JSONB and recomputes everything from it.
+
+    Every value is computed from the row being updated, which PostgreSQL re-reads after
+    waiting for a concurrent writer's lock: no report is ever lost. Per type the larger
+    value wins, so reports that arrive out of order never move progress backwards.
+    """
+    jobs = JOBS.c
+    collection_type = bindparam("collection_type", type_=Text)
+    percent = bindparam("percent", type_=Float)
+    merged = func.coalesce(jobs.progress, _EMPTY_OBJECT).op("||", return_type=JSONB)(
+        func.jsonb_build_object(
+            collection_type, func.greatest(_percent_of(jobs.progress, collection_type), percent)
+        )
+    )
+    type_names = func.unnest(jobs.collection_types).table_valued("name")
+    mean = (
+        select(func.avg(_percent_of(merged, type_names.c.name)))
+        .select_from(type_names)
+        .scalar_subquery()
+    )
+    # Seconds from the start to the projected finish; checked against the cap before it
+    # becomes an interval, which a tiny first report long after the start would overflow.
+    projected = func.extract("epoch", now() - jobs.started_at) * (_HUNDRED / mean)
+    return (
+        update(JOBS)
+        .where(
+            jobs.id == bindparam("job_id", type_=UUID(as_uuid=True)),
+            jobs.status == _RUNNING,
+            collection_type == any_(jobs.collection_types),
+            # NULL (no run named) matches any run.
+            func.coalesce(
+                bindparam("run_started_at", type_=TIMESTAMPTZ) == jobs.started_at, true()
+            ),
+        )
+        .values(
+            progress=merged,
+            overall_progress=cast(func.round(cast(mean, Numeric), literal_column("1")), String),
+            estimated_completion_time=case(
+                (
+                    (mean > _ZERO) & (projected <= _MAX_ESTIMATE_SECONDS),
+                    jobs.started_at + projected * literal_column("interval '1 second'"),
+                ),
+                else_=None,
+            ),
+        )
+        .returning(jobs.progress, jobs.overall_progress, jobs.estimated_completion_time)
+    )
+
+
+PROGRESS_STATEMENT = _progress_statement()
+"""Built once; parameters `job_id`, `collection_type`, `percent`, `run_started_at`."""
+
+_progress_compiled = PROGRESS_STATEMENT.compile(dialect=asyncpg_dialect())  # type: ignore[no-untyped-call]
+_PROGRESS_SQL = _progress_compiled.string
+_PROGRESS_PARAMETERS = tuple(_progress_compiled.positiontup or ())
+
+
+async def report_progress(
+    db: Executor,
+    job_id: uuid.UUID | str,
+    collection_type: CollectionType | str,
+    percent: float,
+    *,
+    run_started_at: datetime | None = None,
+) -> ProgressReport:
+    """Record a worker's progress (0-100) for one of the job's types.
+
+    Raises `JobNotRunningError` when the job is no longer running: that is how a worker
+    learns its job was cancelled. Pass the `started_at` that `claim_next_job` returned as
+    `run_started_at` to refuse reports from a run that was requeued and claimed again.
+    """
+    job_id = check.identifier(job_id, "job_id")
+    type_value = check.collection_type(collection_type, "collection_type")
+    run_started_at = check.optional_aware(run_started_at, "run_started_at")
+    params = {
+        "job_id": job_id,
+        "collection_type": type_value,
+        "percent": check.percent(percent),
+        "run_started_at": run_started_at,
+    }
+    if _is_autocommit(db):
+        # No transaction to join: the precompiled statement goes straight to asyncpg,
+        # skipping SQLAlchemy's per-statement work (see docs/benchmarks.md).
+        driver = (await db.get_raw_connection()).driver_connection
+        record = await driver.fetchrow(  # type: ignore[union-attr]
+            _PROGRESS_SQL, *(params[name] for name in _PROGRESS_PARAMETERS)
+        )
+        row = None if record is None else tuple(record)  # SQLAlchemy's codecs decode the JSONB
+    else:
+        result = (await db.execute(PROGRESS_STATEMENT, params)).one_or_none()
+        row = None if result is None else tuple(result)
+    if row is not None:
+        progress, overall, estimate = row
+        return ProgressReport(
+            progress={name: float(value) for name, value in progress.items()},
+            overall_progress=float(overall),
+            estimated_completion_time=estimate,
+        )
+    raise await _why_not_recorded(db, job_id, type_value, run_started_at)
+
+
+def _is_autocommit(db: Executor) -> TypeGuard[AsyncConnection]:
+    if not isinstance(db, AsyncConnection) or db.sync_connection is None:
+        return False
+    return db.sync_connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
+
+
+async def _why_not_recorded(
+    db: Executor, job_id: uuid.UUID, collection_type: str, run: datetime | None
+) -> CollectionJobError:
+    row = (
+        await db.execute(
+            select(
+                CollectionJob.status, CollectionJob.collection_types, CollectionJob.started_at
+            ).where(CollectionJob.id == job_id)
+        )
+    ).one_or_none()
+    if row is None:
+        return JobNotFoundError(job_id)
+    if row.status is not JobStatus.RUNNING:
+        return JobNotRunningError(job_id, row.status)
+    if collection_type not in row.collection_types:
+        return JobValidationError(
+            "collection_type",
+            f"{collection_type} is not one of this job's types ({', '.join(row.collection_types)})",
+        )
+    if run is not None and run != row.started_at:
+        return JobNotRunningError(job_id, row.status, " again in a newer run")
+    # It was not running at the update and is running now: a claim came in between.
+    return JobNotRunningError(job_id, row.status, " in a run that began after this report")
