@@ -61,7 +61,7 @@ def _pg_tool(name: str) -> str:
     """The newest `name` at hand: a pg_dump can read servers up to its own major version."""
     candidates = [shutil.which(name)]
     with contextlib.suppress(DatabaseSetupError):  # the embedded server is optional here
-        candidates.append(str(pgserver.binaries() / name))
+        candidates.append(str(pgserver.installed_binaries() / name))
 
     def major(path: str) -> int:
         out = subprocess.run([path, "--version"], capture_output=True, text=True).stdout

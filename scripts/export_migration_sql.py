@@ -16,10 +16,11 @@ import sys
 
 from alembic import command
 
+from app.db.feature_state import BASELINE_REVISION as BASELINE
+from app.db.feature_state import FEATURE_REVISION as FEATURE
 from app.db.migrations import alembic_config
 from app.db.settings import PROJECT_ROOT
 
-BASELINE, FEATURE = "3f9c1a2b7d10", "8e4d6b0c2a91"
 FILES = {
     "up": (PROJECT_ROOT / "sql" / "collection_jobs_up.sql", f"{BASELINE}:{FEATURE}"),
     "down": (PROJECT_ROOT / "sql" / "collection_jobs_down.sql", f"{FEATURE}:{BASELINE}"),

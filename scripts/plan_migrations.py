@@ -21,7 +21,7 @@ from sqlalchemy import Connection, text
 from app.db.cli import run_command
 from app.db.embedded import database_url
 from app.db.engine import engine_from_settings, translate_connect_errors
-from app.db.migrations import Step, alembic_config, planning
+from app.db.migrations import LOCK_TIMEOUT, Step, alembic_config, names_in, one_line, planning
 from app.db.settings import load_settings
 from app.db.urls import describe_url
 
@@ -29,27 +29,25 @@ from app.db.urls import describe_url
 @dataclass(frozen=True)
 class Effect:
     lock: str
-    blocks_writers: bool
     work: str
     """What it does to the table's rows: "none", "scans" or "rewrites"."""
 
 
 # First match wins; tested against the statement with DO-block guards stripped.
 _EFFECTS: list[tuple[str, Effect]] = [
-    (r"CREATE (UNIQUE )?INDEX CONCURRENTLY", Effect("SHARE UPDATE EXCLUSIVE", False, "scans")),
-    (r"DROP INDEX CONCURRENTLY", Effect("SHARE UPDATE EXCLUSIVE", False, "none")),
-    (r"CREATE (UNIQUE )?INDEX", Effect("SHARE", True, "scans")),
-    (r"DROP INDEX", Effect("ACCESS EXCLUSIVE", True, "none")),
-    (r"VALIDATE CONSTRAINT", Effect("SHARE UPDATE EXCLUSIVE", False, "scans")),
-    (r"FOREIGN KEY .* NOT VALID", Effect("SHARE ROW EXCLUSIVE", True, "none")),
-    (r"NOT VALID", Effect("ACCESS EXCLUSIVE", True, "none")),
-    (r"UNIQUE USING INDEX", Effect("ACCESS EXCLUSIVE", True, "none")),
-    (r"ALTER COLUMN \w+ (SET DATA )?TYPE", Effect("ACCESS EXCLUSIVE", True, "rewrites")),
-    (r"SET NOT NULL", Effect("ACCESS EXCLUSIVE", True, "none (a validated CHECK proves it)")),
-    (r"CREATE TABLE", Effect("SHARE ROW EXCLUSIVE on referenced tables", True, "none")),
-    (r"ALTER TABLE|DROP TABLE", Effect("ACCESS EXCLUSIVE", True, "none")),
+    (r"CREATE (UNIQUE )?INDEX CONCURRENTLY", Effect("SHARE UPDATE EXCLUSIVE", "scans")),
+    (r"DROP INDEX CONCURRENTLY", Effect("SHARE UPDATE EXCLUSIVE", "none")),
+    (r"CREATE (UNIQUE )?INDEX", Effect("SHARE", "scans")),
+    (r"DROP INDEX", Effect("ACCESS EXCLUSIVE", "none")),
+    (r"VALIDATE CONSTRAINT", Effect("SHARE UPDATE EXCLUSIVE", "scans")),
+    (r"FOREIGN KEY .* NOT VALID", Effect("SHARE ROW EXCLUSIVE", "none")),
+    (r"NOT VALID", Effect("ACCESS EXCLUSIVE", "none")),
+    (r"UNIQUE USING INDEX", Effect("ACCESS EXCLUSIVE", "none")),
+    (r"ALTER COLUMN \w+ (SET DATA )?TYPE", Effect("ACCESS EXCLUSIVE", "rewrites")),
+    (r"SET NOT NULL", Effect("ACCESS EXCLUSIVE", "none (a validated CHECK proves it)")),
+    (r"CREATE TABLE", Effect("SHARE ROW EXCLUSIVE on referenced tables", "none")),
+    (r"ALTER TABLE|DROP TABLE", Effect("ACCESS EXCLUSIVE", "none")),
 ]
-_IDENTIFIER = re.compile(r"\b[a-z_][a-z0-9_]*\b")
 _GUARDED = re.compile(r"DO \$\$ BEGIN IF (NOT )?EXISTS \((.*)\) THEN (.*?); END IF; END \$\$")
 
 _SIZES = """
@@ -62,11 +60,8 @@ WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND c.relname = A
 def statement_of(step: Step) -> str:
     """The step's statement on one line, without comments; a guarded DO block as
     "if <guard>: <statement>"."""
-    lines = [line for line in step.sql.splitlines() if not line.strip().startswith("--")]
-    flat = " ".join(" ".join(lines).split())
-    guarded = re.match(
-        r"DO \$\$ BEGIN IF (NOT )?EXISTS \((.*)\) THEN (.*?); END IF; END \$\$", flat
-    )
+    flat = one_line(step.sql)
+    guarded = _GUARDED.match(flat)
     if guarded:
         condition = "unless it exists" if guarded.group(1) else "if left INVALID"
         return f"{guarded.group(3)} ({condition})"
@@ -78,7 +73,7 @@ def effect(step: Step) -> Effect:
     for pattern, found in _EFFECTS:
         if re.search(pattern, statement, re.IGNORECASE):
             return found
-    return Effect("unknown", step.blocks_writers, "unknown")
+    return Effect("unknown", "unknown")
 
 
 def pending(conn: Connection, target: str) -> list[tuple[str, list[Step]]]:
@@ -105,18 +100,19 @@ def describe(conn: Connection, target: str) -> list[str]:
     plan = pending(conn, target)
     if not plan:
         return ["nothing pending: the database is at the target"]
-    names = sorted({n for _, steps in plan for s in steps for n in _IDENTIFIER.findall(s.sql)})
+    names = sorted({n for _, steps in plan for s in steps for n in names_in(s.sql)})
     sizes = {row[0]: (row[1], row[2]) for row in conn.execute(text(_SIZES), {"names": names})}
     lines = []
     for revision, steps in plan:
         lines.append(f"revision {revision}: {len(steps)} step(s)")
         for number, step in enumerate(steps, 1):
             found = effect(step)
-            tables = [n for n in dict.fromkeys(_IDENTIFIER.findall(step.sql)) if n in sizes]
+            tables = [n for n in names_in(step.sql) if n in sizes]
             touched = ", ".join(f"{t} ({_size(*sizes[t])})" for t in tables)
+            # Whether writers wait is the step's own declaration: it decides its lock_timeout.
             waits = (
-                "writers wait (lock_timeout 25ms, retried)"
-                if found.blocks_writers
+                f"writers wait (lock_timeout {LOCK_TIMEOUT}, retried)"
+                if step.blocks_writers
                 else "writers never wait"
             )
             lines.append(

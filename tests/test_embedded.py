@@ -49,7 +49,7 @@ def test_a_path_with_spaces_works_and_url_is_one_psql_accepts(
     assert url.returncode == 0, url.stderr
     psql = subprocess.run(
         [
-            str(pgserver.binaries() / "psql"),
+            str(pgserver.installed_binaries() / "psql"),
             "-XAt",
             url.stdout.strip(),
             "-c",

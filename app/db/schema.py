@@ -94,12 +94,10 @@ async def init_db(
     report = report or ResetReport()
     async with engine.connect() as conn:
         transaction = await conn.begin()
-        pid = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
-        watch = (
-            WaitWatcher(report.watch_url, pid, report.notify)
-            if report.watch_url is not None
-            else contextlib.nullcontext()
-        )
+        watch: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+        if report.watch_url is not None:  # one round trip more, only for a watched reset
+            pid = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+            watch = WaitWatcher(report.watch_url, pid, report.notify)
         with watch:
             await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": INIT_DB_LOCK_KEY})
             marker = await conn.run_sync(read_marker)
