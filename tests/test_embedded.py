@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from app.db import embedded as embedded_module
 from app.db import pgserver
 from app.db.settings import DEFAULT_PGDATA, Settings
 from tests.tools import SCRIPTS, assert_one_line_error, run_tool
@@ -127,6 +128,69 @@ def test_as_root_no_folder_permission_is_widened(tmp_path: Path) -> None:
         assert not (private / "pgdata").exists()
     finally:
         private.rmdir()
+
+
+@pytest.fixture
+def open_folder() -> Iterator[Path]:
+    """A folder everyone may enter, outside pytest's private temporary folders."""
+    folder = Path(tempfile.mkdtemp(prefix="collection-jobs-test-", dir="/var/tmp"))
+    folder.chmod(0o755)
+    yield folder
+    subprocess.run(["rm", "-rf", str(folder)], check=False)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the server's own user exists only under root")
+def test_as_root_the_default_data_folder_of_a_private_checkout_moves_to_a_folder_of_ours(
+    tmp_path: Path, open_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checkout = tmp_path / "home" / "checkout"  # pytest's folders are 0700, like a home
+    checkout.mkdir(parents=True)
+    default = checkout / ".pgdata"
+    monkeypatch.setattr(embedded_module, "DEFAULT_PGDATA", default)
+    monkeypatch.setattr(embedded_module, "ROOT_FALLBACK", open_folder / "lib")
+    modes = {path: path.stat().st_mode for path in (tmp_path, checkout)}
+
+    pgdata = embedded_module.data_folder(Settings(_env_file=None, embedded_pgdata=default))
+    try:
+        assert pgdata.parent == open_folder / "lib"
+        assert pgdata.name.startswith("pgdata-")
+        assert pgserver.ensure_running(pgdata).pid > 0  # the server's user can work there
+        again = embedded_module.data_folder(Settings(_env_file=None, embedded_pgdata=default))
+        assert again == pgdata  # the same checkout finds its data again
+    finally:
+        pgserver.remove(pgdata)
+    assert {path: path.stat().st_mode for path in modes} == modes
+    assert not default.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the server's own user exists only under root")
+def test_as_root_binaries_in_a_private_venv_are_copied_where_the_server_user_reaches(
+    tmp_path: Path, open_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    private_install = tmp_path / "venv" / "pginstall"  # under a 0700 folder
+    private_install.parent.mkdir()
+    subprocess.run(
+        ["cp", "-a", str(pgserver.installed_binaries().parent), str(private_install)],
+        check=True,
+    )
+    user = pgserver.server_user()
+    assert user is not None
+    assert pgserver.blocked_folder(private_install / "bin", user) is not None
+    monkeypatch.setattr(pgserver, "installed_binaries", lambda: private_install / "bin")
+    monkeypatch.setattr(pgserver, "SHARED_INSTALLS", open_folder / "cache")
+    mode = tmp_path.stat().st_mode
+
+    copied = pgserver.binaries()
+    assert copied.is_relative_to(open_folder / "cache")
+    version = subprocess.run(
+        [str(copied / "postgres"), "--version"], user=user.pw_uid, capture_output=True, text=True
+    )
+    assert version.returncode == 0 and "PostgreSQL" in version.stdout
+    stamp = (copied / "postgres").stat().st_mtime_ns
+    assert pgserver.binaries() == copied  # copied once
+    assert (copied / "postgres").stat().st_mtime_ns == stamp
+    assert not list((open_folder / "cache").glob(".copy-*"))  # no staging left
+    assert tmp_path.stat().st_mode == mode
 
 
 def test_a_bad_app_env_is_one_line(tmp_path: Path) -> None:
