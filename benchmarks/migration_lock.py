@@ -9,6 +9,11 @@ is measured from each write's scheduled time, so time spent waiting counts) whil
 again while another session holds a transaction open on the table for --hold seconds as
 the migration starts. Runs on the embedded server (or DATABASE_URL's server), in scratch
 databases it drops afterwards.
+
+Beside the writer, a thread flushes 8 kB to a file on the data folder's disk every 2 ms
+(`fdatasync`, as a commit does) and reports the longest flush: a writer's stall that the
+disk alone also shows is I/O, not a lock. With DATABASE_URL, pass --probe-dir on the
+server's disk (or the column stays empty).
 """
 
 from __future__ import annotations
@@ -19,15 +24,18 @@ import os
 import random
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from sqlalchemy.engine import URL
 
-from app.db.embedded import database_url
+from app.db.embedded import data_folder, database_url
 from app.db.engine import connect
-from app.db.settings import PROJECT_ROOT, Environment, load_settings
+from app.db.settings import PROJECT_ROOT, Environment, Settings, load_settings
 from benchmarks.scratch import admin
 from tests.guide import ALTER_LOGS, CREATE_TABLE
 
@@ -38,15 +46,66 @@ PERIOD = 0.002
 class Result:
     wall: float
     latencies: list[float]
+    flushes: list[float] = field(default_factory=list)
+
+    @property
+    def stall_ms(self) -> float:
+        return max(self.latencies, default=0) * 1000
+
+    @property
+    def disk_flush_ms(self) -> str:
+        """The longest `fdatasync` of the probe beside the server, or "-" without a probe."""
+        return f"{max(self.flushes) * 1000:.0f} ms" if self.flushes else "-"
 
     def row(self, label: str) -> str:
         lat = sorted(self.latencies)
         p99 = lat[int(len(lat) * 0.99)] if lat else 0.0
         slow = sum(x > 0.1 for x in lat)
         return (
-            f"{label:<28} {self.wall:8.2f} s  stall {max(lat, default=0) * 1000:8.1f} ms  "
-            f"p99 {p99 * 1000:7.1f} ms  >100ms {slow:5d}  writes {len(lat)}"
+            f"{label:<28} {self.wall:8.2f} s  stall {self.stall_ms:8.1f} ms  "
+            f"p99 {p99 * 1000:7.1f} ms  >100ms {slow:5d}  writes {len(lat)}  "
+            f"disk flush {self.disk_flush_ms}"
         )
+
+
+class FlushProbe:
+    """A thread that writes 8 kB and `fdatasync`s it every 2 ms in a file in `folder`,
+    recording how long each flush took: what the disk makes any committer wait for."""
+
+    def __init__(self, folder: Path | None) -> None:
+        self.folder, self.flushes = folder, list[float]()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> FlushProbe:
+        if self.folder is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        assert self.folder is not None
+        with tempfile.TemporaryFile(dir=self.folder) as file:
+            fd, page, k = file.fileno(), b"x" * 8192, 0
+            os.pwrite(fd, bytes(16 << 20), 0)
+            os.fsync(fd)
+            while not self._stop.wait(PERIOD):
+                os.pwrite(fd, page, (k % 2048) * 8192)
+                started = time.perf_counter()
+                os.fdatasync(fd)
+                self.flushes.append(time.perf_counter() - started)
+                k += 1
+
+
+def probe_folder(settings: Settings, given: Path | None) -> Path | None:
+    """Where the flush probe writes: --probe-dir, else beside the embedded server's data."""
+    if given is not None or settings.url() is not None:
+        return given
+    return data_folder(settings).parent
 
 
 async def writer(url: URL, ids: list[object], stop: asyncio.Event, out: list[float]) -> None:
@@ -117,13 +176,16 @@ async def migrate_with_alembic(url: URL) -> None:
         raise RuntimeError("alembic upgrade head failed")
 
 
-async def measure(url: URL, method: str, hold: float) -> Result:
+async def measure(url: URL, method: str, hold: float, probe: Path | None) -> Result:
     action = migrate_with_guide_sql if method == "guide" else migrate_with_alembic
-    return await measure_action(url, lambda: action(url), hold)
+    return await measure_action(url, lambda: action(url), hold, probe)
 
 
-async def measure_action(url: URL, action: Callable[[], Awaitable[None]], hold: float) -> Result:
-    """The writer's latencies while `action` runs (after `hold` s of an open transaction)."""
+async def measure_action(
+    url: URL, action: Callable[[], Awaitable[None]], hold: float, probe: Path | None = None
+) -> Result:
+    """The writer's latencies while `action` runs (after `hold` s of an open transaction),
+    and the flush probe's in `probe` over the same time."""
     conn = await connect(url)
     ids = [
         r[0]
@@ -145,14 +207,15 @@ async def measure_action(url: URL, action: Callable[[], Awaitable[None]], hold: 
     started = time.perf_counter()
     if os.environ.get("BENCH_DEBUG"):
         print(f"  migration starts at {time.time():.3f}", file=sys.stderr)
-    await action()
-    wall = time.perf_counter() - started
-    await asyncio.sleep(0.5)
+    with FlushProbe(probe) as flushes:
+        await action()
+        wall = time.perf_counter() - started
+        await asyncio.sleep(0.5)
     stop.set()
     await task
     if holder:
         await holder
-    return Result(wall, latencies)
+    return Result(wall, latencies, flushes.flushes)
 
 
 async def build_template(url: URL, rows: int) -> None:
@@ -193,9 +256,11 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 5_000_000])
     parser.add_argument("--hold", type=float, default=5.0)
+    parser.add_argument("--probe-dir", type=Path, help="a folder on the server's disk")
     args = parser.parse_args()
     settings = load_settings()
     base = await database_url(settings, settings.environment())
+    probe = probe_folder(settings, args.probe_dir)
     print(f"{'case':<28} {'migration':>10}  {'longest stall':>19}  {'p99':>14}  {'>100ms':>11}")
     for rows in args.rows:
         template = base.set(database=f"bench_template_{rows}")
@@ -208,7 +273,7 @@ async def main() -> None:
                     base, f'CREATE DATABASE "{scratch.database}" TEMPLATE "{template.database}"'
                 )
                 try:
-                    result = await measure(scratch, method, hold)
+                    result = await measure(scratch, method, hold, probe)
                 finally:
                     await admin(base, f'DROP DATABASE IF EXISTS "{scratch.database}" WITH (FORCE)')
                 label = f"{rows // 1_000_000}M {method}" + (f" +{hold:.0f}s txn" if hold else "")

@@ -1,13 +1,15 @@
 """Each safe operation on data_collection_logs beside the plain one, under a steady writer.
 
-    python -m benchmarks.safe_operations [--rows 20000000] [--hold 5]
+    python -m benchmarks.safe_operations [--rows 20000000] [--hold 5] [--keep]
 
 The table is filled at the baseline and migrated to head; then, for each operation, the
 plain statement (one transaction, no lock_timeout: what a plain `op.*` revision does) and
 the `app.db.safe_migrations` operation run while a writer inserts and updates every 2 ms
 (latency measured from each write's scheduled time), first alone, then right after another
 session opened a transaction on the table that stays open for --hold seconds. Each is
-undone before the next. Prints the longest write stall and the wall time of each.
+undone before the next. Prints the wall time and longest write stall of each, and the
+longest `fdatasync` of a probe on the server's disk over the same time (see
+benchmarks/migration_lock.py): when the disk alone stalls as long, the stall is I/O.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from sqlalchemy.engine import URL
 
@@ -25,7 +28,12 @@ from app.db.embedded import database_url
 from app.db.engine import connect, create_engine
 from app.db.settings import PROJECT_ROOT, load_settings
 from app.db.urls import parse_database_url
-from benchmarks.migration_lock import build_template, measure_action, migrate_with_alembic
+from benchmarks.migration_lock import (
+    build_template,
+    measure_action,
+    migrate_with_alembic,
+    probe_folder,
+)
 from benchmarks.scratch import admin
 
 T = "data_collection_logs"
@@ -161,6 +169,10 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=20_000_000)
     parser.add_argument("--hold", type=float, default=5.0)
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the filled database and reuse it next time"
+    )
+    parser.add_argument("--probe-dir", type=Path, help="a folder on the server's disk")
     parser.add_argument("--apply", nargs=2, metavar=("CASE", "HOW"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.apply:
@@ -169,24 +181,39 @@ async def main() -> None:
     settings = load_settings()
     base = await database_url(settings, settings.environment())
     url = base.set(database=f"bench_ops_{args.rows}")
-    await build_template(url, args.rows)
-    await migrate_with_alembic(url)
+    probe = probe_folder(settings, args.probe_dir)
+    if not (args.keep and await exists(base, url.database)):
+        await build_template(url, args.rows)
+        await migrate_with_alembic(url)
     print(f"{args.rows:,} rows in {T}")
-    print(f"{'operation':<30} {'how':<6} {'hold':>5}  {'wall':>8}  {'longest stall':>14}")
+    print(
+        f"{'operation':<30} {'how':<6} {'hold':>5}  {'wall':>8}  {'longest stall':>14}"
+        f"  {'disk flush':>10}"
+    )
     try:
         for name, _, _, undo_statements in CASES:
             for hold in (0.0, args.hold):
                 for how in ("plain", "safe"):
                     prepared = await Prepared.start(url, name, how)
-                    result = await measure_action(url, prepared.go, hold)
-                    stall = max(result.latencies, default=0) * 1000
+                    result = await measure_action(url, prepared.go, hold, probe)
                     print(
-                        f"{name:<30} {how:<6} {hold:4.0f}s  {result.wall:7.2f}s  {stall:11.1f} ms",
+                        f"{name:<30} {how:<6} {hold:4.0f}s  {result.wall:7.2f}s  "
+                        f"{result.stall_ms:11.1f} ms  {result.disk_flush_ms:>10}",
                         flush=True,
                     )
                     await undo(url, undo_statements)
     finally:
-        await admin(base, f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
+        if not args.keep:
+            await admin(base, f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
+
+
+async def exists(server: URL, database: str | None) -> bool:
+    conn = await connect(server)
+    try:
+        found = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database)
+    finally:
+        await conn.close()
+    return found is not None
 
 
 if __name__ == "__main__":
