@@ -10,10 +10,11 @@ again while another session holds a transaction open on the table for --hold sec
 the migration starts. Runs on the embedded server (or DATABASE_URL's server), in scratch
 databases it drops afterwards.
 
-Beside the writer, a thread flushes 8 kB to a file on the data folder's disk every 2 ms
-(`fdatasync`, as a commit does) and reports the longest flush: a writer's stall that the
-disk alone also shows is I/O, not a lock. With DATABASE_URL, pass --probe-dir on the
-server's disk (or the column stays empty).
+A sampler reads the writer's wait event every 5 ms and reports the longest time it was
+seen waiting on a lock. Beside the writer, a thread flushes 8 kB to a file on the data
+folder's disk every 2 ms (`fdatasync`, as a commit does) and reports the longest flush: a
+writer's stall that is no lock wait and that the disk alone also shows is I/O. With
+DATABASE_URL, pass --probe-dir on the server's disk (or the column stays empty).
 """
 
 from __future__ import annotations
@@ -47,10 +48,16 @@ class Result:
     wall: float
     latencies: list[float]
     flushes: list[float] = field(default_factory=list)
+    lock_wait: float = 0.0
+    """The longest time the writer was seen waiting on a lock (sampled every 5 ms)."""
 
     @property
     def stall_ms(self) -> float:
         return max(self.latencies, default=0) * 1000
+
+    @property
+    def lock_wait_ms(self) -> float:
+        return self.lock_wait * 1000
 
     @property
     def disk_flush_ms(self) -> str:
@@ -64,7 +71,7 @@ class Result:
         return (
             f"{label:<28} {self.wall:8.2f} s  stall {self.stall_ms:8.1f} ms  "
             f"p99 {p99 * 1000:7.1f} ms  >100ms {slow:5d}  writes {len(lat)}  "
-            f"disk flush {self.disk_flush_ms}"
+            f"lock wait {self.lock_wait_ms:.0f} ms  disk flush {self.disk_flush_ms}"
         )
 
 
@@ -108,8 +115,11 @@ def probe_folder(settings: Settings, given: Path | None) -> Path | None:
     return data_folder(settings).parent
 
 
-async def writer(url: URL, ids: list[object], stop: asyncio.Event, out: list[float]) -> None:
+async def writer(
+    url: URL, ids: list[object], stop: asyncio.Event, out: list[float], pid: asyncio.Future[int]
+) -> None:
     conn = await connect(url)
+    pid.set_result(conn.get_server_pid())
     analyst = await conn.fetchval("SELECT id FROM analysts LIMIT 1")
     start = time.perf_counter()
     k = 0
@@ -137,6 +147,26 @@ async def writer(url: URL, ids: list[object], stop: asyncio.Event, out: list[flo
             k += 1
     finally:
         await conn.close()
+
+
+async def longest_lock_wait(url: URL, pid: int, stop: asyncio.Event) -> float:
+    """The longest run of samples (every 5 ms) in which backend `pid` waited on a lock."""
+    conn = await connect(url)
+    longest, since = 0.0, None
+    try:
+        while not stop.is_set():
+            waiting = await conn.fetchval(
+                "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid
+            )
+            now = time.perf_counter()
+            if waiting and since is None:
+                since = now
+            elif not waiting and since is not None:
+                longest, since = max(longest, now - since), None
+            await asyncio.sleep(0.005)
+    finally:
+        await conn.close()
+    return longest
 
 
 async def hold_transaction(url: URL, seconds: float, started: asyncio.Event) -> None:
@@ -195,10 +225,11 @@ async def measure_action(
     ]
     await conn.close()
     latencies: list[float] = []
-    stop = asyncio.Event()
-    task = asyncio.create_task(writer(url, ids, stop, latencies))
+    stop, pid = asyncio.Event(), asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(writer(url, ids, stop, latencies, pid))
     await asyncio.sleep(1.0)  # steady state first
     latencies.clear()
+    sampled = asyncio.create_task(longest_lock_wait(url, await pid, stop))
     holder = None
     if hold:
         held = asyncio.Event()
@@ -215,7 +246,7 @@ async def measure_action(
     await task
     if holder:
         await holder
-    return Result(wall, latencies, flushes.flushes)
+    return Result(wall, latencies, flushes.flushes, await sampled)
 
 
 async def build_template(url: URL, rows: int) -> None:
