@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,8 +49,10 @@ class Result:
     wall: float
     latencies: list[float]
     flushes: list[float] = field(default_factory=list)
-    lock_wait: float = 0.0
-    """The longest time the writer was seen waiting on a lock (sampled every 5 ms)."""
+    scheduled: list[float] = field(default_factory=list)
+    """When each write was due (perf_counter), in the order of `latencies`."""
+    waits: list[tuple[float, str]] = field(default_factory=list)
+    """The writer's wait event, sampled every 5 ms: (perf_counter, "Type/Event" or "-")."""
 
     @property
     def stall_ms(self) -> float:
@@ -57,7 +60,25 @@ class Result:
 
     @property
     def lock_wait_ms(self) -> float:
-        return self.lock_wait * 1000
+        """The longest run of samples in which the writer waited on a lock."""
+        longest, since = 0.0, None
+        for at, event in self.waits:
+            if event.startswith("Lock/") and since is None:
+                since = at
+            elif not event.startswith("Lock/") and since is not None:
+                longest, since = max(longest, at - since), None
+        return longest * 1000
+
+    @property
+    def longest_stall_waited_on(self) -> str:
+        """What the writer was seen waiting on during its longest stall, most seen first."""
+        if not self.latencies or not self.scheduled:
+            return "-"
+        worst = max(range(len(self.latencies)), key=self.latencies.__getitem__)
+        start, end = self.scheduled[worst], self.scheduled[worst] + self.latencies[worst]
+        seen = Counter(event for at, event in self.waits if start <= at <= end)
+        total = sum(seen.values())
+        return ", ".join(f"{e} {n * 100 // total}%" for e, n in seen.most_common(2)) or "-"
 
     @property
     def disk_flush_ms(self) -> str:
@@ -71,7 +92,8 @@ class Result:
         return (
             f"{label:<28} {self.wall:8.2f} s  stall {self.stall_ms:8.1f} ms  "
             f"p99 {p99 * 1000:7.1f} ms  >100ms {slow:5d}  writes {len(lat)}  "
-            f"lock wait {self.lock_wait_ms:.0f} ms  disk flush {self.disk_flush_ms}"
+            f"lock wait {self.lock_wait_ms:.0f} ms  disk flush {self.disk_flush_ms}  "
+            f"(longest stall: {self.longest_stall_waited_on})"
         )
 
 
@@ -116,7 +138,12 @@ def probe_folder(settings: Settings, given: Path | None) -> Path | None:
 
 
 async def writer(
-    url: URL, ids: list[object], stop: asyncio.Event, out: list[float], pid: asyncio.Future[int]
+    url: URL,
+    ids: list[object],
+    stop: asyncio.Event,
+    out: list[float],
+    pid: asyncio.Future[int],
+    due: list[float] | None = None,
 ) -> None:
     conn = await connect(url)
     pid.set_result(conn.get_server_pid())
@@ -140,6 +167,8 @@ async def writer(
                 random.choice(ids),
             )
             out.append(time.perf_counter() - scheduled)
+            if due is not None:
+                due.append(scheduled)
             if os.environ.get("BENCH_DEBUG") and out[-1] > 0.05:
                 print(
                     f"  slow write at {time.time():.3f}: {out[-1] * 1000:.0f} ms", file=sys.stderr
@@ -149,24 +178,22 @@ async def writer(
         await conn.close()
 
 
-async def longest_lock_wait(url: URL, pid: int, stop: asyncio.Event) -> float:
-    """The longest run of samples (every 5 ms) in which backend `pid` waited on a lock."""
+async def sample_waits(
+    url: URL, pid: int, stop: asyncio.Event, out: list[tuple[float, str]]
+) -> None:
+    """Backend `pid`'s wait event every 5 ms until `stop`."""
     conn = await connect(url)
-    longest, since = 0.0, None
     try:
         while not stop.is_set():
-            waiting = await conn.fetchval(
-                "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid
+            event = await conn.fetchval(
+                "SELECT coalesce(wait_event_type || '/' || wait_event, '-')"
+                " FROM pg_stat_activity WHERE pid = $1",
+                pid,
             )
-            now = time.perf_counter()
-            if waiting and since is None:
-                since = now
-            elif not waiting and since is not None:
-                longest, since = max(longest, now - since), None
+            out.append((time.perf_counter(), event or "-"))
             await asyncio.sleep(0.005)
     finally:
         await conn.close()
-    return longest
 
 
 async def hold_transaction(url: URL, seconds: float, started: asyncio.Event) -> None:
@@ -225,11 +252,14 @@ async def measure_action(
     ]
     await conn.close()
     latencies: list[float] = []
+    due: list[float] = []
+    waits: list[tuple[float, str]] = []
     stop, pid = asyncio.Event(), asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(writer(url, ids, stop, latencies, pid))
+    task = asyncio.create_task(writer(url, ids, stop, latencies, pid, due))
     await asyncio.sleep(1.0)  # steady state first
     latencies.clear()
-    sampled = asyncio.create_task(longest_lock_wait(url, await pid, stop))
+    due.clear()
+    sampler = asyncio.create_task(sample_waits(url, await pid, stop, waits))
     holder = None
     if hold:
         held = asyncio.Event()
@@ -246,7 +276,8 @@ async def measure_action(
     await task
     if holder:
         await holder
-    return Result(wall, latencies, flushes.flushes, await sampled)
+    await sampler
+    return Result(wall, latencies, flushes.flushes, due, waits)
 
 
 async def build_template(url: URL, rows: int) -> None:
@@ -307,7 +338,7 @@ async def main() -> None:
                     result = await measure(scratch, method, hold, probe)
                 finally:
                     await admin(base, f'DROP DATABASE IF EXISTS "{scratch.database}" WITH (FORCE)')
-                label = f"{rows // 1_000_000}M {method}" + (f" +{hold:.0f}s txn" if hold else "")
+                label = f"{rows / 1e6:g}M {method}" + (f" +{hold:.0f}s txn" if hold else "")
                 print(result.row(label), flush=True)
         await admin(base, f'DROP DATABASE IF EXISTS "{template.database}" WITH (FORCE)')
 

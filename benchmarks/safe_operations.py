@@ -8,9 +8,9 @@ the `app.db.safe_migrations` operation run while a writer inserts and updates ev
 (latency measured from each write's scheduled time), first alone, then right after another
 session opened a transaction on the table that stays open for --hold seconds. Each is
 undone before the next. Prints the wall time and longest write stall of each, and the
-longest time the writer was seen waiting on a lock, and the longest `fdatasync` of a
-probe on the server's disk over the same time (see benchmarks/migration_lock.py): a
-stall that is no lock wait and that the disk alone shows is I/O.
+longest time the writer was seen waiting on a lock, the longest `fdatasync` of a probe on
+the server's disk over the same time, and what the writer waited on during its longest
+stall (see benchmarks/migration_lock.py).
 """
 
 from __future__ import annotations
@@ -189,7 +189,7 @@ async def main() -> None:
     print(f"{args.rows:,} rows in {T}")
     print(
         f"{'operation':<30} {'how':<6} {'hold':>5}  {'wall':>8}  {'longest stall':>14}"
-        f"  {'lock wait':>10}  {'disk flush':>10}"
+        f"  {'lock wait':>10}  {'disk flush':>10}  longest stall waited on"
     )
     try:
         for name, _, _, undo_statements in CASES:
@@ -200,7 +200,7 @@ async def main() -> None:
                     print(
                         f"{name:<30} {how:<6} {hold:4.0f}s  {result.wall:7.2f}s  "
                         f"{result.stall_ms:11.1f} ms  {result.lock_wait_ms:7.0f} ms"
-                        f"  {result.disk_flush_ms:>10}",
+                        f"  {result.disk_flush_ms:>10}  {result.longest_stall_waited_on}",
                         flush=True,
                     )
                     await undo(url, undo_statements)
