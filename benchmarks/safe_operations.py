@@ -7,7 +7,7 @@ plain statement (one transaction, no lock_timeout: what a plain `op.*` revision 
 the `app.db.safe_migrations` operation run while a writer inserts and updates every 2 ms
 (latency measured from each write's scheduled time), first alone, then right after another
 session opened a transaction on the table that stays open for --hold seconds. Each is
-undone before the next. Prints the wall time and longest write stall of each, and the
+undone before the next; the first case changes nothing (the control). Prints the wall time and longest write stall of each, and the
 longest time the writer was seen waiting on a lock, the longest `fdatasync` of a probe on
 the server's disk over the same time, and what the writer waited on during its longest
 stall (see benchmarks/migration_lock.py).
@@ -40,6 +40,12 @@ from benchmarks.scratch import admin
 T = "data_collection_logs"
 CASES: list[tuple[str, list[str], Callable[[], safe.Operation], list[str]]] = [
     # name, plain statements (one transaction), safe operation, undo
+    (  # the control: what the writer sees from the machine alone, no change made
+        "nothing for 5 s (control)",
+        ["SELECT pg_sleep(5)"],
+        lambda: safe.sql("SELECT pg_sleep(5)", reason="the control", blocks_writers=False),
+        [],
+    ),
     (
         "add nullable column",
         [f"ALTER TABLE {T} ADD COLUMN note TEXT"],
