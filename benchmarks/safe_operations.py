@@ -7,10 +7,10 @@ plain statement (one transaction, no lock_timeout: what a plain `op.*` revision 
 the `app.db.safe_migrations` operation run while a writer inserts and updates every 2 ms
 (latency measured from each write's scheduled time), first alone, then right after another
 session opened a transaction on the table that stays open for --hold seconds. Each is
-undone before the next; the first case changes nothing (the control). Prints the wall time and longest write stall of each, and the
-longest time the writer was seen waiting on a lock, the longest `fdatasync` of a probe on
-the server's disk over the same time, and what the writer waited on during its longest
-stall (see benchmarks/migration_lock.py).
+undone before the next; the first case changes nothing (the control). Prints for each the
+wall time, the longest write stall, the longest time the writer was seen waiting on a
+lock, the longest `fdatasync` of a probe on the server's disk over the same time, and
+what the writer waited on during its longest stall (see benchmarks/migration_lock.py).
 """
 
 from __future__ import annotations
