@@ -132,6 +132,8 @@ class FlushProbe:
 
 def probe_folder(settings: Settings, given: Path | None) -> Path | None:
     """Where the flush probe writes: --probe-dir, else beside the embedded server's data."""
+    if given is not None and not (given.is_dir() and os.access(given, os.W_OK | os.X_OK)):
+        raise SystemExit(f"--probe-dir {given} is not a folder this user can write in")
     if given is not None or settings.url() is not None:
         return given
     return data_folder(settings).parent
