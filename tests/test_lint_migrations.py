@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from scripts.lint_migrations import accepted_risks, offline_sql, squawk, unsafe_calls
+from scripts.lint_migrations import VERSIONS, accepted_risks, offline_sql, squawk, unsafe_calls
 from tests.tools import SCRIPTS, run_tool
 
 UNSAFE_REVISION = """
@@ -17,9 +17,11 @@ def upgrade() -> None:
 """
 
 
-def test_every_revision_passes() -> None:
+def test_every_revision_passes_and_the_run_says_how_many_it_read() -> None:
     result = run_tool(str(SCRIPTS / "lint_migrations.py"), env={}, cwd=SCRIPTS.parent)
     assert result.returncode == 0, result.stdout + result.stderr
+    revisions = len(list(VERSIONS.glob("*.py")))
+    assert f"lint_migrations: {revisions} revisions clean" in result.stdout
 
 
 def test_plain_alembic_operations_fail_unless_accepted_with_a_reason() -> None:
