@@ -6,7 +6,7 @@ For trying what the build itself could change (parallel workers, maintenance_wor
 wal_compression): each run builds `CREATE INDEX CONCURRENTLY` on records_collected in
 the table `benchmarks.safe_operations --keep` left (bench_ops_<rows>), in a session with
 the given settings, and prints the writer's longest stall, its longest lock wait, the
-disk probe's longest flush and what the writer waited on (benchmarks/migration_lock.py).
+disk probe's longest flush and what the writer waited on (benchmarks/writer_stalls.py).
 Without settings the build runs as `safe.create_index` does (no parallel workers).
 """
 
@@ -21,8 +21,8 @@ from sqlalchemy.engine import URL
 from app.db.embedded import database_url
 from app.db.engine import connect
 from app.db.settings import load_settings
-from benchmarks.migration_lock import measure_action, probe_folder
-from benchmarks.safe_operations import exists
+from benchmarks.scratch import exists
+from benchmarks.writer_stalls import measure_action, probe_folder
 
 BUILD = "CREATE INDEX CONCURRENTLY bench_io_idx ON data_collection_logs (records_collected)"
 

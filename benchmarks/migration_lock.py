@@ -10,203 +10,25 @@ again while another session holds a transaction open on the table for --hold sec
 the migration starts. Runs on the embedded server (or DATABASE_URL's server), in scratch
 databases it drops afterwards.
 
-A sampler reads the writer's wait event every 5 ms and reports the longest time it was
-seen waiting on a lock. Beside the writer, a thread flushes 8 kB to a file on the data
-folder's disk every 2 ms (`fdatasync`, as a commit does) and reports the longest flush: a
-writer's stall that is no lock wait and that the disk alone also shows is I/O. With
-DATABASE_URL, pass --probe-dir on the server's disk (or the column stays empty).
+Each row also says how long the writer waited on a lock, the disk probe's longest flush and
+what the writer waited on during its longest stall (benchmarks/writer_stalls.py). With
+DATABASE_URL, pass --probe-dir on the server's disk (or the disk column stays empty).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import random
-import subprocess
-import sys
-import tempfile
-import threading
-import time
-from collections import Counter
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy.engine import URL
 
-from app.db.embedded import data_folder, database_url
+from app.db.embedded import database_url
 from app.db.engine import connect
-from app.db.settings import PROJECT_ROOT, Environment, Settings, load_settings
-from benchmarks.scratch import admin
+from app.db.settings import load_settings
+from benchmarks.scratch import admin, build_template, migrate_with_alembic
+from benchmarks.writer_stalls import Result, measure_action, probe_folder
 from tests.guide import ALTER_LOGS, CREATE_TABLE
-
-PERIOD = 0.002
-
-
-@dataclass
-class Result:
-    wall: float
-    latencies: list[float]
-    flushes: list[float] = field(default_factory=list)
-    scheduled: list[float] = field(default_factory=list)
-    """When each write was due (perf_counter), in the order of `latencies`."""
-    waits: list[tuple[float, str]] = field(default_factory=list)
-    """The writer's wait event, sampled every 5 ms: (perf_counter, "Type/Event" or "-")."""
-
-    @property
-    def stall_ms(self) -> float:
-        return max(self.latencies, default=0) * 1000
-
-    @property
-    def lock_wait_ms(self) -> float:
-        """The longest run of samples in which the writer waited on a lock."""
-        longest, since = 0.0, None
-        for at, event in self.waits:
-            if event.startswith("Lock/") and since is None:
-                since = at
-            elif not event.startswith("Lock/") and since is not None:
-                longest, since = max(longest, at - since), None
-        return longest * 1000
-
-    @property
-    def longest_stall_waited_on(self) -> str:
-        """What the writer was seen waiting on during its longest stall, most seen first."""
-        if not self.latencies or not self.scheduled:
-            return "-"
-        worst = max(range(len(self.latencies)), key=self.latencies.__getitem__)
-        start, end = self.scheduled[worst], self.scheduled[worst] + self.latencies[worst]
-        seen = Counter(event for at, event in self.waits if start <= at <= end)
-        total = sum(seen.values())
-        return ", ".join(f"{e} {n * 100 // total}%" for e, n in seen.most_common(2)) or "-"
-
-    @property
-    def disk_flush_ms(self) -> str:
-        """The longest `fdatasync` of the probe beside the server, or "-" without a probe."""
-        return f"{max(self.flushes) * 1000:.0f} ms" if self.flushes else "-"
-
-    def row(self, label: str) -> str:
-        lat = sorted(self.latencies)
-        p99 = lat[int(len(lat) * 0.99)] if lat else 0.0
-        slow = sum(x > 0.1 for x in lat)
-        return (
-            f"{label:<28} {self.wall:8.2f} s  stall {self.stall_ms:8.1f} ms  "
-            f"p99 {p99 * 1000:7.1f} ms  >100ms {slow:5d}  writes {len(lat)}  "
-            f"lock wait {self.lock_wait_ms:.0f} ms  disk flush {self.disk_flush_ms}  "
-            f"(longest stall: {self.longest_stall_waited_on})"
-        )
-
-
-class FlushProbe:
-    """A thread that writes 8 kB and `fdatasync`s it every 2 ms in a file in `folder`,
-    recording how long each flush took: what the disk makes any committer wait for."""
-
-    def __init__(self, folder: Path | None) -> None:
-        self.folder, self.flushes = folder, list[float]()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> FlushProbe:
-        if self.folder is not None:
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
-
-    def _run(self) -> None:
-        assert self.folder is not None
-        with tempfile.TemporaryFile(dir=self.folder) as file:
-            fd, page, k = file.fileno(), b"x" * 8192, 0
-            os.pwrite(fd, bytes(16 << 20), 0)
-            os.fsync(fd)
-            while not self._stop.wait(PERIOD):
-                os.pwrite(fd, page, (k % 2048) * 8192)
-                started = time.perf_counter()
-                os.fdatasync(fd)
-                self.flushes.append(time.perf_counter() - started)
-                k += 1
-
-
-def probe_folder(settings: Settings, given: Path | None) -> Path | None:
-    """Where the flush probe writes: --probe-dir, else beside the embedded server's data."""
-    if given is not None and not (given.is_dir() and os.access(given, os.W_OK | os.X_OK)):
-        raise SystemExit(f"--probe-dir {given} is not a folder this user can write in")
-    if given is not None or settings.url() is not None:
-        return given
-    return data_folder(settings).parent
-
-
-async def writer(
-    url: URL,
-    ids: list[object],
-    stop: asyncio.Event,
-    out: list[float],
-    pid: asyncio.Future[int],
-    due: list[float] | None = None,
-) -> None:
-    conn = await connect(url)
-    pid.set_result(conn.get_server_pid())
-    analyst = await conn.fetchval("SELECT id FROM analysts LIMIT 1")
-    start = time.perf_counter()
-    k = 0
-    try:
-        while not stop.is_set():
-            scheduled = start + k * PERIOD
-            delay = scheduled - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            await conn.execute(
-                "INSERT INTO data_collection_logs (analyst_id, collection_type, status, message)"
-                " VALUES ($1, 'news', 'success', 'written during the migration')",
-                analyst,
-            )
-            await conn.execute(
-                "UPDATE data_collection_logs SET records_collected = records_collected + 1"
-                " WHERE id = $1",
-                random.choice(ids),
-            )
-            out.append(time.perf_counter() - scheduled)
-            if due is not None:
-                due.append(scheduled)
-            if os.environ.get("BENCH_DEBUG") and out[-1] > 0.05:
-                print(
-                    f"  slow write at {time.time():.3f}: {out[-1] * 1000:.0f} ms", file=sys.stderr
-                )
-            k += 1
-    finally:
-        await conn.close()
-
-
-async def sample_waits(
-    url: URL, pid: int, stop: asyncio.Event, out: list[tuple[float, str]]
-) -> None:
-    """Backend `pid`'s wait event every 5 ms until `stop`."""
-    conn = await connect(url)
-    try:
-        while not stop.is_set():
-            event = await conn.fetchval(
-                "SELECT coalesce(wait_event_type || '/' || wait_event, '-')"
-                " FROM pg_stat_activity WHERE pid = $1",
-                pid,
-            )
-            out.append((time.perf_counter(), event or "-"))
-            await asyncio.sleep(0.005)
-    finally:
-        await conn.close()
-
-
-async def hold_transaction(url: URL, seconds: float, started: asyncio.Event) -> None:
-    conn = await connect(url)
-    try:
-        async with conn.transaction():
-            await conn.execute("LOCK TABLE data_collection_logs IN ROW EXCLUSIVE MODE")
-            started.set()
-            await asyncio.sleep(seconds)
-    finally:
-        await conn.close()
 
 
 async def migrate_with_guide_sql(url: URL) -> None:
@@ -217,103 +39,9 @@ async def migrate_with_guide_sql(url: URL) -> None:
         await conn.close()
 
 
-async def migrate_with_alembic(url: URL) -> None:
-    env = {**os.environ, "DATABASE_URL": url.render_as_string(hide_password=False)}
-    env["APP_ENV"] = Environment.DEVELOPMENT.value
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "alembic",
-        "upgrade",
-        "head",
-        cwd=PROJECT_ROOT,
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=None if os.environ.get("BENCH_DEBUG") else asyncio.subprocess.DEVNULL,
-    )
-    if await proc.wait() != 0:
-        raise RuntimeError("alembic upgrade head failed")
-
-
 async def measure(url: URL, method: str, hold: float, probe: Path | None) -> Result:
     action = migrate_with_guide_sql if method == "guide" else migrate_with_alembic
     return await measure_action(url, lambda: action(url), hold, probe)
-
-
-async def measure_action(
-    url: URL, action: Callable[[], Awaitable[None]], hold: float, probe: Path | None = None
-) -> Result:
-    """The writer's latencies while `action` runs (after `hold` s of an open transaction),
-    and the flush probe's in `probe` over the same time."""
-    conn = await connect(url)
-    ids = [
-        r[0]
-        for r in await conn.fetch(
-            "SELECT id FROM data_collection_logs TABLESAMPLE SYSTEM (1) LIMIT 20000"
-        )
-    ]
-    await conn.close()
-    latencies: list[float] = []
-    due: list[float] = []
-    waits: list[tuple[float, str]] = []
-    stop, pid = asyncio.Event(), asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(writer(url, ids, stop, latencies, pid, due))
-    await asyncio.sleep(1.0)  # steady state first
-    latencies.clear()
-    due.clear()
-    sampler = asyncio.create_task(sample_waits(url, await pid, stop, waits))
-    holder = None
-    if hold:
-        held = asyncio.Event()
-        holder = asyncio.create_task(hold_transaction(url, hold, held))
-        await held.wait()
-    started = time.perf_counter()
-    if os.environ.get("BENCH_DEBUG"):
-        print(f"  migration starts at {time.time():.3f}", file=sys.stderr)
-    with FlushProbe(probe) as flushes:
-        await action()
-        wall = time.perf_counter() - started
-        await asyncio.sleep(0.5)
-    stop.set()
-    await task
-    if holder:
-        await holder
-    await sampler
-    return Result(wall, latencies, flushes.flushes, due, waits)
-
-
-async def build_template(url: URL, rows: int) -> None:
-    await admin(url, f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
-    await admin(url, f'CREATE DATABASE "{url.database}"')
-    env = {
-        **os.environ,
-        "DATABASE_URL": url.render_as_string(hide_password=False),
-        "APP_ENV": "development",
-    }
-    await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "alembic", "upgrade", "3f9c1a2b7d10"],
-        cwd=PROJECT_ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-    conn = await connect(url)
-    try:
-        await conn.execute(
-            "INSERT INTO analysts (email, name) SELECT 'b' || g || '@x', 'B'"
-            " FROM generate_series(1, 100) g"
-        )
-        await conn.execute(
-            "WITH a AS (SELECT array_agg(id ORDER BY email) AS ids FROM analysts)"
-            " INSERT INTO data_collection_logs (analyst_id, collection_type, status,"
-            " records_collected, message, started_at, completed_at)"
-            " SELECT a.ids[1 + g % 100], 'news', 'success', g % 1000, 'collected ' || g,"
-            f" now(), now() FROM a, generate_series(1, {rows}) g"
-        )
-        await conn.execute("VACUUM ANALYZE data_collection_logs")
-    finally:
-        await conn.close()
 
 
 async def main() -> None:

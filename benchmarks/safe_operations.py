@@ -10,7 +10,7 @@ session opened a transaction on the table that stays open for --hold seconds. Ea
 undone before the next; the first case changes nothing (the control). Prints for each the
 wall time, the longest write stall, the longest time the writer was seen waiting on a
 lock, the longest `fdatasync` of a probe on the server's disk over the same time, and
-what the writer waited on during its longest stall (see benchmarks/migration_lock.py).
+what the writer waited on during its longest stall (see benchmarks/writer_stalls.py).
 """
 
 from __future__ import annotations
@@ -29,13 +29,8 @@ from app.db.embedded import database_url
 from app.db.engine import connect, create_engine
 from app.db.settings import PROJECT_ROOT, load_settings
 from app.db.urls import parse_database_url
-from benchmarks.migration_lock import (
-    build_template,
-    measure_action,
-    migrate_with_alembic,
-    probe_folder,
-)
-from benchmarks.scratch import admin
+from benchmarks.scratch import admin, build_template, exists, migrate_with_alembic
+from benchmarks.writer_stalls import measure_action, probe_folder
 
 T = "data_collection_logs"
 CASES: list[tuple[str, list[str], Callable[[], safe.Operation], list[str]]] = [
@@ -213,16 +208,3 @@ async def main() -> None:
     finally:
         if not args.keep:
             await admin(base, f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
-
-
-async def exists(server: URL, database: str | None) -> bool:
-    conn = await connect(server)
-    try:
-        found = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database)
-    finally:
-        await conn.close()
-    return found is not None
-
-
-if __name__ == "__main__":
-    asyncio.run(main())
