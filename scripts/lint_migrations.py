@@ -9,7 +9,8 @@ what squawk cannot see.
    `op.<operation>(...)` call (plain `op.add_column`, `op.create_index`, ...: one
    transaction, locks held for the whole scan) fails, like strong_migrations does, unless
    its line ends with `# lint: accepted <reason>`. Each unsafe operation a revision
-   accepts (`accepted="why"`) is listed with its reason.
+   accepts, that way or with a safe operation's `accepted="why"`, is listed with its
+   reason.
 
 Exit 0 when clean, 1 with one line per problem.
 """
@@ -21,6 +22,7 @@ import io
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from alembic import command
@@ -34,10 +36,9 @@ VERSIONS = PROJECT_ROOT / "migrations" / "versions"
 ACCEPTED = "# lint: accepted "
 
 
-def unsafe_calls(source: str, path: str) -> list[str]:
-    """`op.<name>(...)` calls not marked as accepted, one line each."""
+def _op_calls(source: str, path: str) -> Iterator[tuple[int, str, str]]:
+    """Each direct `op.<name>(...)` call: its line, the name, the accepted reason or ""."""
     lines = source.splitlines()
-    problems = []
     for node in ast.walk(ast.parse(source, path)):
         if (
             isinstance(node, ast.Call)
@@ -45,27 +46,33 @@ def unsafe_calls(source: str, path: str) -> list[str]:
             and isinstance(node.func.value, ast.Name)
             and node.func.value.id == "op"
         ):
-            line = lines[node.lineno - 1]
-            reason = line.partition(ACCEPTED)[2].strip()
-            if not reason:
-                problems.append(
-                    f"{path}:{node.lineno}: op.{node.func.attr}() is not lock-safe on a big, "
-                    "busy table; use app.db.safe_migrations (or end the line with "
-                    f"'{ACCEPTED}<reason>')"
-                )
-    return problems
+            reason = lines[node.lineno - 1].partition(ACCEPTED)[2].strip()
+            yield node.lineno, node.func.attr, reason
+
+
+def unsafe_calls(source: str, path: str) -> list[str]:
+    """`op.<name>(...)` calls not marked as accepted, one line each."""
+    return [
+        f"{path}:{line}: op.{name}() is not lock-safe on a big, busy table; use "
+        f"app.db.safe_migrations (or end the line with '{ACCEPTED}<reason>')"
+        for line, name, reason in _op_calls(source, path)
+        if not reason
+    ]
 
 
 def accepted_risks(source: str, path: str) -> list[str]:
-    """Every deliberately accepted unsafe operation (`accepted="why"`), with its reason."""
-    risks = []
+    """Every deliberately accepted unsafe operation, with its reason: a safe operation's
+    `accepted="why"`, and a plain `op.*` call marked `# lint: accepted why`."""
+    risks = [
+        (line, f"op.{name}(): {reason}") for line, name, reason in _op_calls(source, path) if reason
+    ]
     for node in ast.walk(ast.parse(source, path)):
         if isinstance(node, ast.Call):
             for keyword in node.keywords:
                 value = keyword.value
                 if keyword.arg == "accepted" and isinstance(value, ast.Constant):
-                    risks.append(f"{path}:{node.lineno}: accepted: {value.value!s}")
-    return risks
+                    risks.append((node.lineno, f"{value.value!s}"))
+    return [f"{path}:{line}: accepted: {what}" for line, what in sorted(risks)]
 
 
 def offline_sql(config: Config | None = None) -> tuple[str, str]:

@@ -46,3 +46,9 @@ def test_accepted_risks_are_listed_with_their_reason() -> None:
         "    safe.run(safe.rename_column('t', 'a', 'b', accepted='nothing reads t yet'))\n"
     )
     assert accepted_risks(source, "x.py") == ["x.py:5: accepted: nothing reads t yet"]
+
+
+def test_plain_operations_accepted_by_comment_are_listed_with_their_reason_too() -> None:
+    assert accepted_risks(UNSAFE_REVISION, "x.py") == [
+        "x.py:9: accepted: op.execute(): a no-op, for the test"
+    ]
