@@ -284,10 +284,18 @@ def test_cli_works_with_the_right_password(secured_server: URL, tmp_path: Path) 
 # --- interruptions and waits: say only what is known, and whom it waits for -------------
 
 
+# A shell starts background jobs with SIGINT ignored, and children inherit that: run
+# init_db with SIGINT's default handler, as from a terminal, whatever started the tests.
+_WITH_CTRL_C = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+)
+
+
 def start_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
     base = {k: v for k, v in os.environ.items() if k not in ("APP_ENV", "DATABASE_URL")}
     return subprocess.Popen(
-        [sys.executable, INIT_DB, *args],
+        [sys.executable, "-c", _WITH_CTRL_C, INIT_DB, *args],
         env={**base, **env},
         cwd=cwd,
         stdin=subprocess.DEVNULL,
