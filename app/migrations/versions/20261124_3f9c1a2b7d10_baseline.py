@@ -4,17 +4,17 @@ Revision ID: 3f9c1a2b7d10
 Revises:
 Create Date: 2026-11-24
 
-The DDL is `sql/baseline.sql`, the one definition of the pre-feature tables. Production
-databases already hold these tables: stamp them with `alembic stamp 3f9c1a2b7d10` once.
-Never downgraded: that would drop every analyst and log. A development database is started
-over with `scripts/init_db.py` instead.
+The DDL is `baseline.sql` beside the revisions, the one definition of the pre-feature
+tables. Production databases already hold these tables: stamp them with
+`alembic stamp 3f9c1a2b7d10` once. Never downgraded: that would drop every analyst and log.
+A development database is started over with `scripts/init_db.py` instead.
 """
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from app.db import safe_migrations as safe
 from app.db.migrations import IrreversibleMigrationError, sql_statements
-from app.db.settings import PROJECT_ROOT
 
 revision: str = "3f9c1a2b7d10"
 down_revision: str | Sequence[str] | None = None
@@ -28,7 +28,7 @@ IRREVERSIBLE = (
 
 
 def upgrade() -> None:
-    statements = sql_statements((PROJECT_ROOT / "sql" / "baseline.sql").read_text("utf-8"))
+    statements = sql_statements((Path(__file__).parents[1] / "baseline.sql").read_text("utf-8"))
     reason = "the baseline: tables production had before this project (stamped there)"
     safe.run(*(safe.sql(statement, reason=reason) for statement in statements))
 

@@ -123,14 +123,15 @@ def _run_sync(conn: Connection, environment: Environment, url: URL) -> None:
         had_tables = count_user_tables(conn) > 0
         conn.commit()
         applied: list[object] = []
+        ours: dict[str, Any] = {  # read back by the steps from the migration context
+            RETRY_OPTION: _lock_retry_seconds(),
+            WATCH_OPTION: url,
+            PROGRESS_OPTION: _positive_x(PROGRESS_OPTION, 5.0),
+        }
         context.configure(
             connection=conn,
             on_version_apply=lambda **kw: applied.append(kw["step"]),
-            **{
-                RETRY_OPTION: _lock_retry_seconds(),
-                WATCH_OPTION: url,
-                PROGRESS_OPTION: _positive_x(PROGRESS_OPTION, 5.0),
-            },
+            **ours,
             **OPTIONS,
         )
         _guard_steps()
