@@ -20,9 +20,10 @@ from pathlib import Path
 
 from sqlalchemy.engine import URL
 
-from app.db.embedded import DATABASE_NAMES, server_url_for_tests
+from app.db.embedded import DATABASE_NAMES
 from app.db.engine import connect
 from app.db.settings import Environment, Settings
+from app.db.test_server import server_url_for_tests, suite_id
 from app.db.urls import parse_database_url
 from app.models import Base
 from app.testing.databases import ClonePool, clone, drop, ensure_template
@@ -34,7 +35,8 @@ def admin_and_base(settings: Settings) -> tuple[URL, str]:
     if settings.test_database_url is not None:
         url = parse_database_url(settings.test_database_url.get_secret_value())
         return url.set(database="postgres"), str(url.database)
-    return server_url_for_tests(settings), DATABASE_NAMES[Environment.TEST]
+    base = f"{DATABASE_NAMES[Environment.TEST]}_{suite_id(ROOT)}_bench"
+    return server_url_for_tests(settings, ROOT), base
 
 
 async def timed_clones(admin: URL, template: str, base: str, count: int, how: str) -> list[float]:

@@ -16,8 +16,9 @@ import pytest
 from sqlalchemy import Column, MetaData, Text
 from sqlalchemy.engine import URL
 
-from app.db.embedded import DATABASE_NAMES, data_folder, data_folder_for_tests
-from app.db.settings import Environment, Settings
+from app.db.embedded import DATABASE_NAMES, data_folder
+from app.db.settings import PROJECT_ROOT, Environment, Settings
+from app.db.test_server import data_folder_for_tests, suite_id
 from app.models import Base
 from app.testing.databases import (
     DatabaseServer,
@@ -81,7 +82,7 @@ async def test_a_half_built_template_is_never_used(test_server: DatabaseServer, 
     name = template_name(base, schema_fingerprint(Base.metadata))
     # What a build killed half-way leaves: a database under the build's temporary name,
     # and one with the final name that was never marked a template.
-    await run_script(admin, f'CREATE DATABASE "{name}_building_1"')
+    await run_script(admin, f'CREATE DATABASE "{name}_b1"')
     await run_script(admin, f'CREATE DATABASE "{name}"')
     template = await ensure_template(admin, base, Base.metadata)
     assert template.built and template.name == name
@@ -103,6 +104,8 @@ async def test_concurrent_runs_build_one_template(test_server: DatabaseServer, b
 INNER_TEST = """
 from sqlalchemy import text
 
+from app.db.settings import load_settings
+
 
 async def test_{n}(engine, database_of_its_own):
     async with engine.connect() as conn:
@@ -112,12 +115,13 @@ async def test_{n}(engine, database_of_its_own):
             " AND application_name = 'collection-jobs-tests'"
         ))).scalar_one()
     own = await database_of_its_own()
+    unset = load_settings().url() is None  # the .env's DATABASE_URL never reaches the code
     with open("{out}", "a") as f:
-        f.write(f"{{name}} {{own.database}} {{dev}}\\n")
+        f.write(f"{{name}} {{own.database}} {{dev}} {{unset}}\\n")
 """
 
 
-def test_parallel_workers_never_share_a_database_nor_touch_the_development_one(
+def test_a_suite_on_the_same_server_and_name_reads_its_env_and_shares_no_database(
     test_server: DatabaseServer, tmp_path: Path
 ) -> None:
     out = tmp_path / "seen.txt"
@@ -134,13 +138,18 @@ def test_parallel_workers_never_share_a_database_nor_touch_the_development_one(
     )
     tests = "".join(INNER_TEST.format(n=n, out=out) for n in range(8))
     (tmp_path / "test_inner.py").write_text(tests)
-    # Its own base name, so it never meets this run's own worker databases.
-    inner_url = test_server.admin_url.set(database=f"{test_server.base}_inner")
-    env = {
-        **os.environ,
-        "TEST_DATABASE_URL": inner_url.render_as_string(hide_password=False),
-        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
-    }
+    # The same server and database name as this run: the suites' ids keep them apart.
+    name = DATABASE_NAMES[Environment.TEST]
+    inner_url = test_server.admin_url.set(database=name)
+    inner_base = f"{name}_{suite_id(tmp_path)}"
+    assert inner_base != test_server.base
+    # Both read from the suite's .env, as the settings are everywhere.
+    (tmp_path / ".env").write_text(
+        f"TEST_DATABASE_URL={inner_url.render_as_string(hide_password=False)}\n"
+        "DATABASE_URL=postgresql://app@db.invalid/production\nAPP_ENV=production\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("TEST_DATABASE_URL", "APP_ENV")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-n", "2", "-p", "no:cacheprovider", "."],
         cwd=tmp_path,
@@ -152,13 +161,14 @@ def test_parallel_workers_never_share_a_database_nor_touch_the_development_one(
     assert result.returncode == 0, result.stdout[-2000:]
     rows = [line.split() for line in out.read_text().splitlines()]
     assert len(rows) == 8
-    workers = {name for name, _, _ in rows}
-    assert workers == {f"{test_server.base}_inner_gw0", f"{test_server.base}_inner_gw1"}
-    owns = [own for _, own, _ in rows]
+    workers = {name for name, _, _, _ in rows}
+    assert workers == {f"{inner_base}_gw0", f"{inner_base}_gw1"}
+    owns = [own for _, own, _, _ in rows]
     assert len(set(owns)) == 8 and not set(owns) & workers
     dev = DATABASE_NAMES[Environment.DEVELOPMENT]
     assert dev not in workers | set(owns)
-    assert {count for _, _, count in rows} == {"0"}  # no test session in it, even on one server
+    assert {count for _, _, count, _ in rows} == {"0"}  # no test session in it, even on one server
+    assert {unset for _, _, _, unset in rows} == {"True"}
 
 
 def test_the_embedded_test_server_is_not_the_development_server(
@@ -166,4 +176,4 @@ def test_the_embedded_test_server_is_not_the_development_server(
 ) -> None:
     if test_settings.test_database_url is not None:
         pytest.skip("TEST_DATABASE_URL names the test server")
-    assert data_folder_for_tests(test_settings) != data_folder(test_settings)
+    assert data_folder_for_tests(test_settings, PROJECT_ROOT) != data_folder(test_settings)

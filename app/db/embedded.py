@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
-import os
 import sys
 from pathlib import Path
 
@@ -27,7 +26,6 @@ from app.db.engine import connect
 from app.db.errors import ConfigurationError, EnvironmentRefusedError
 from app.db.settings import (
     DEFAULT_PGDATA,
-    PROJECT_ROOT,
     RESETTABLE_ENVIRONMENTS,
     Environment,
     Settings,
@@ -63,53 +61,13 @@ def data_folder(settings: Settings) -> Path:
     return pgdata.parent.resolve() / pgdata.name
 
 
-RAM_FOLDER = Path("/dev/shm")
-TEST_SERVER_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
-"""The test server's data is in memory and thrown away: durability buys nothing there."""
-
-
-def data_folder_for_tests(settings: Settings) -> Path:
-    """The test server's data folder: EMBEDDED_TEST_PGDATA, else a folder in memory
-    (`/dev/shm`, one per checkout), else the development server's own folder."""
-    if settings.embedded_test_pgdata is not None:
-        return _absolute(settings.embedded_test_pgdata, "EMBEDDED_TEST_PGDATA")
-    if RAM_FOLDER.is_dir() and os.access(RAM_FOLDER, os.W_OK):
-        digest = hashlib.sha256(str(PROJECT_ROOT).encode()).hexdigest()[:12]
-        folder = RAM_FOLDER / f"collection-jobs-{digest}"
-        folder.mkdir(mode=0o755, exist_ok=True)
-        return folder / "pgdata"
-    return data_folder(settings)
-
-
-def _absolute(path: Path, setting: str) -> Path:
-    path = path.expanduser().absolute()
-    if not path.parent.is_dir():
-        raise ConfigurationError(f"{setting}'s parent folder {path.parent} does not exist")
-    return path.parent.resolve() / path.name
-
-
-def server_url_for_tests(settings: Settings) -> URL:
-    """Start the embedded test server if it is not running; return its admin URL.
-
-    A server of its own (in memory where the machine has `/dev/shm`, with fsync off):
-    cloning test databases there is fast, and nothing the tests do can reach the
-    development server's data.
-    """
-    pgdata = data_folder_for_tests(settings)
-    if pgdata == data_folder(settings):
-        return server_url(settings)
-    running = pgserver.ensure_running(
-        pgdata, setting="EMBEDDED_TEST_PGDATA", server_settings=TEST_SERVER_SETTINGS
-    )
-    return _admin_url(running)
-
-
 def server_url(settings: Settings) -> URL:
     """Start the embedded server if it is not running; return its admin URL."""
-    return _admin_url(pgserver.ensure_running(data_folder(settings)))
+    return admin_url(pgserver.ensure_running(data_folder(settings)))
 
 
-def _admin_url(running: pgserver.Running) -> URL:
+def admin_url(running: pgserver.Running) -> URL:
+    """The server's maintenance database, as its superuser, over its Unix socket."""
     return URL.create(
         "postgresql+asyncpg",
         username="postgres",
@@ -147,16 +105,26 @@ async def database_url(settings: Settings, environment: Environment) -> URL:
 
 async def _main(action: str, test: bool) -> int:
     settings = load_settings()
-    folder = data_folder_for_tests(settings) if test else data_folder(settings)
-    start = server_url_for_tests if test else server_url
-    if action == "stop":
-        print("stopped" if pgserver.stop(folder) else "not running")
-    elif action == "start":
-        start(settings)
+    if test:
+        # Imported here: the test server's module builds on this one.
+        from app.db import test_server
+
+        suite = test_server.suite_root()
+        folder = test_server.data_folder_for_tests(settings, suite)
+        if action == "stop":
+            print("stopped" if test_server.stop_and_remove(folder) else "not running")
+            return 0
+        admin = test_server.server_url_for_tests(settings, suite)
+    elif action == "stop":
+        print("stopped" if pgserver.stop(data_folder(settings)) else "not running")
+        return 0
+    else:
+        folder, admin = data_folder(settings), server_url(settings)
+    if action == "start":
         print(f"running ({folder})")
     else:
         name = DATABASE_NAMES[Environment.TEST if test else Environment.DEVELOPMENT]
-        print(psql_url(await ensure_database(start(settings), name)))
+        print(psql_url(await ensure_database(admin, name)))
     return 0
 
 

@@ -188,7 +188,7 @@ def check_reachable(pgdata: Path, user: pwd.struct_passwd | None, *, setting: st
 
 
 @contextlib.contextmanager
-def _locked(pgdata: Path) -> Iterator[None]:
+def locked(pgdata: Path) -> Iterator[None]:
     """Serialise start and stop of one data folder across processes (xdist workers)."""
     fd = os.open(pgdata, os.O_RDONLY)
     try:
@@ -292,7 +292,7 @@ def ensure_running(
             os.chown(pgdata, user.pw_uid, user.pw_gid)
     elif not pgdata.is_dir():
         raise ConfigurationError(f"{setting} ({pgdata}) is not a folder")
-    with _locked(pgdata):
+    with locked(pgdata):
         running = read_running(pgdata)
         if running is not None:
             return running
@@ -362,17 +362,22 @@ def stop(pgdata: Path) -> bool:
     """
     if not pgdata.is_dir():
         return False
-    with _locked(pgdata):
-        if read_running(pgdata) is None:
-            return False
-        pg_ctl = [str(binaries() / "pg_ctl"), "-D", str(pgdata), "-w", "-m", "fast", "stop"]
-        try:
-            _run(pg_ctl, server_user(), pgdata)
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-            raise EmbeddedServerError(
-                f"the embedded PostgreSQL in {pgdata} did not stop: "
-                f"{_last_line(getattr(exc, 'stderr', None))}"
-            ) from None
+    with locked(pgdata):
+        return stop_locked(pgdata)
+
+
+def stop_locked(pgdata: Path) -> bool:
+    """`stop`, for a caller that holds `locked(pgdata)` already."""
+    if read_running(pgdata) is None:
+        return False
+    pg_ctl = [str(binaries() / "pg_ctl"), "-D", str(pgdata), "-w", "-m", "fast", "stop"]
+    try:
+        _run(pg_ctl, server_user(), pgdata)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        raise EmbeddedServerError(
+            f"the embedded PostgreSQL in {pgdata} did not stop: "
+            f"{_last_line(getattr(exc, 'stderr', None))}"
+        ) from None
     return True
 
 

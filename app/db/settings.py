@@ -14,7 +14,11 @@ from app.db.errors import ConfigurationError
 from app.db.urls import parse_database_url
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_PGDATA = PROJECT_ROOT / ".pgdata"
+"""The checkout (scripts, docs, tests); for an installed copy, the folder it is installed in."""
+IN_CHECKOUT = (PROJECT_ROOT / "pyproject.toml").is_file()
+DEFAULT_PGDATA = (PROJECT_ROOT if IN_CHECKOUT else Path.cwd()) / ".pgdata"
+"""The embedded server's data: in the checkout; for an installed copy, in the folder the
+command runs from (never inside site-packages)."""
 DEFAULT_LOCK_RETRY_SECONDS = 300.0
 """How long a migration step that blocks writers keeps retrying by default: long enough
 to ride out an incident's long transaction, each attempt still bounded by lock_timeout."""
@@ -63,6 +67,9 @@ class Settings(BaseSettings):
     """Data folder of the embedded development server (git-ignored); blank is unset."""
     embedded_test_pgdata: Path | None = None
     """Data folder of the embedded test server; unset: in memory (/dev/shm) if there."""
+    embedded_test_idle_seconds: float = Field(default=900.0, ge=0, allow_inf_nan=False)
+    """An in-memory test server with no client for this long is stopped and its data
+    removed (RAM is not for keeping); 0 keeps it until `--test stop`."""
 
     @field_validator("app_env", mode="before")
     @classmethod

@@ -45,6 +45,9 @@ def worker_name(config: Any) -> str:
     return str(getattr(config, "workerinput", {}).get("workerid", "main"))
 
 
+BASE_MAX_LENGTH = 33
+"""The longest base name: the longest name made from it, a template being built
+(`<base>_tpl_<16 hex>_b<pid>`), must stay within PostgreSQL's 63 bytes."""
 TEMPLATE_LOCK_KEY = 0x636F6C6C_74706C00  # "colltpl": one template build at a time per server
 
 
@@ -101,7 +104,7 @@ async def ensure_template(admin: URL, base: str, metadata: MetaData) -> Template
                 f"{base}\\_tpl\\_%",
             ):
                 await _drop(conn, str(stale[0]))
-            building = f"{name}_building_{os.getpid()}"
+            building = f"{name}_b{os.getpid()}"
             await conn.execute(f'CREATE DATABASE "{building}"')
             engine = create_engine(admin.set(database=building), null_pool=True)
             try:

@@ -3,11 +3,19 @@ suite's `conftest.py`:
 
     pytest_plugins = ["app.testing.plugin"]
 
-The server is TEST_DATABASE_URL's when set (its database name is the base of every name
-below; CREATEDB is enough), otherwise the embedded test server (in memory, fsync off). A
-template database is built once per schema fingerprint and reused by later runs; each
-pytest-xdist worker (or the one process of a serial run) gets its own clone,
-`<base>_<worker>`, dropped at the end. The development database is never touched.
+(installed with the `testing` extra). Settings are read as everywhere else: the environment,
+then `.env`. The server is TEST_DATABASE_URL's when set (CREATEDB is enough), otherwise the
+suite's own embedded test server (in memory, fsync off). Every database of a run is named
+`<name>_<suite>_...`: `<name>` is TEST_DATABASE_URL's database (`collection_test` on the
+embedded server) and `<suite>` a short id of the suite's root folder, so two suites on one
+server never share or drop each other's databases. A template database is built once per
+schema fingerprint and reused by later runs; each pytest-xdist worker (or the one process
+of a serial run) gets its own clone, `<name>_<suite>_<worker>`, dropped at the end. The
+development database is never touched.
+
+What the plugin changes in the test process, from its import to the end of the run (then
+restored): `APP_ENV=test`, and `DATABASE_URL` set blank (which means unset and overrides a
+`.env`), so code under test that reads the settings never reaches a real database.
 
 Fixtures: `engine` (the worker's database), `session` (rolled back after the test, code
 under test may commit), `database_of_its_own` (a fresh clone for a test that commits, uses
@@ -18,11 +26,6 @@ other connections or runs DDL; made one ahead in the background), `test_admin_ur
 from __future__ import annotations
 
 import os
-
-# Before any settings are read: a developer's DATABASE_URL must never reach the tests.
-os.environ["APP_ENV"] = "test"
-os.environ.pop("DATABASE_URL", None)
-
 from collections.abc import AsyncIterator
 
 import pytest
@@ -30,12 +33,15 @@ import pytest_asyncio
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from app.db.embedded import DATABASE_NAMES, server_url_for_tests
+from app.db.embedded import DATABASE_NAMES
 from app.db.engine import create_engine
-from app.db.settings import Environment, Settings
+from app.db.errors import ConfigurationError
+from app.db.settings import Environment, Settings, load_settings
+from app.db.test_server import server_url_for_tests, suite_id
 from app.db.urls import parse_database_url
 from app.models import Base
 from app.testing.databases import (
+    BASE_MAX_LENGTH,
     CloneFactory,
     ClonePool,
     DatabaseServer,
@@ -46,23 +52,57 @@ from app.testing.databases import (
     worker_name,
 )
 
+_SAVED_ENVIRONMENT = pytest.StashKey[dict[str, str | None]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Before any test is collected: a developer's DATABASE_URL (in the environment or a
+    `.env`) must never reach code under test."""
+    config.stash[_SAVED_ENVIRONMENT] = {k: os.environ.get(k) for k in ("APP_ENV", "DATABASE_URL")}
+    os.environ["APP_ENV"] = "test"
+    os.environ["DATABASE_URL"] = ""  # blank is unset, and the environment beats a .env
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Give the process its environment back."""
+    for name, value in config.stash.get(_SAVED_ENVIRONMENT, {}).items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
 
 @pytest.fixture(scope="session")
 def test_settings() -> Settings:
-    return Settings(_env_file=None)
+    """The settings, read the documented way (environment, then `.env`)."""
+    try:
+        return load_settings()
+    except ConfigurationError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def test_server(test_settings: Settings) -> DatabaseServer:
-    if test_settings.test_database_url is not None:
-        url = parse_database_url(
-            test_settings.test_database_url.get_secret_value(), setting="TEST_DATABASE_URL"
+async def test_server(request: pytest.FixtureRequest, test_settings: Settings) -> DatabaseServer:
+    suite = request.config.rootpath
+    try:
+        if test_settings.test_database_url is not None:
+            url = parse_database_url(
+                test_settings.test_database_url.get_secret_value(), setting="TEST_DATABASE_URL"
+            )
+            admin, name = url.set(database="postgres"), str(url.database)
+        else:
+            admin = server_url_for_tests(test_settings, suite)
+            name = DATABASE_NAMES[Environment.TEST]
+    except ConfigurationError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if name == DATABASE_NAMES[Environment.DEVELOPMENT]:
+        raise pytest.UsageError(f"TEST_DATABASE_URL names {name}, the development database")
+    base = f"{name}_{suite_id(suite)}"
+    if len(base.encode()) > BASE_MAX_LENGTH:
+        raise pytest.UsageError(
+            f"TEST_DATABASE_URL's database name {name!r} is too long for the names made from "
+            f"it: at most {BASE_MAX_LENGTH - 7} bytes (PostgreSQL cuts names at 63)"
         )
-        admin, base = url.set(database="postgres"), str(url.database)
-    else:
-        admin, base = server_url_for_tests(test_settings), DATABASE_NAMES[Environment.TEST]
-    if base == DATABASE_NAMES[Environment.DEVELOPMENT]:
-        raise pytest.UsageError(f"TEST_DATABASE_URL names {base}, the development database")
     return DatabaseServer(admin, base)
 
 
