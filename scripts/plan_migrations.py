@@ -21,7 +21,15 @@ from sqlalchemy import Connection, text
 from app.db.cli import run_command
 from app.db.embedded import database_url
 from app.db.engine import engine_from_settings, translate_connect_errors
-from app.db.migrations import LOCK_TIMEOUT, Step, alembic_config, names_in, one_line, planning
+from app.db.migrations import (
+    LOCK_TIMEOUT,
+    Step,
+    alembic_config,
+    names_in,
+    one_line,
+    planning,
+    shorten,
+)
 from app.db.settings import load_settings
 from app.db.urls import describe_url
 
@@ -116,7 +124,7 @@ def describe(conn: Connection, target: str) -> list[str]:
                 else "writers never wait"
             )
             lines.append(
-                f"  {number}. {statement_of(step)[:90]}\n"
+                f"  {number}. {shorten(statement_of(step), 90)}\n"
                 f"     lock {found.lock}; {waits}; rows: {found.work}"
                 + (f"; tables: {touched}" if touched else "")
             )

@@ -478,6 +478,57 @@ async def test_an_analysts_jobs_newest_first_by_status_in_pages(session: AsyncSe
     assert len(several.items) == 4
 
 
+async def test_a_cursor_carries_its_filter_and_the_next_page_never_starts_over(
+    session: AsyncSession,
+) -> None:
+    analyst = await make_analyst(session)
+    made = [
+        await make_job(
+            session,
+            analyst,
+            created_at=NOW - timedelta(minutes=i),
+            status="completed" if i % 2 else "pending",
+        )
+        for i in range(7)
+    ]
+    completed = [job.id for job in made if job.status == "completed"]
+
+    first = await jobs.list_analyst_jobs(session, analyst.id, status="completed", limit=2)
+    # Passed back without the filter, the cursor continues the filtered listing.
+    second = await jobs.list_analyst_jobs(session, analyst.id, before=first.next_cursor)
+    assert [job.id for job in second.items] == completed[2:3]
+    # next_page: the same listing, then an empty last page, never the first page again.
+    pages = [first]
+    while not pages[-1].is_last:
+        pages.append(await jobs.next_page(session, pages[-1]))
+    assert [job.id for page in pages for job in page.items] == completed
+    after_the_end = await jobs.next_page(session, pages[-1])
+    assert after_the_end.items == [] and after_the_end.is_last
+    # A cursor of another listing is refused, never mixed in.
+    with pytest.raises(JobValidationError, match="before: is the cursor of another listing"):
+        await jobs.list_analyst_jobs(
+            session, analyst.id, status="pending", before=first.next_cursor
+        )
+    other = await make_analyst(session)
+    with pytest.raises(JobValidationError, match="another listing"):
+        await jobs.list_analyst_jobs(session, other.id, before=first.next_cursor)
+
+
+async def test_next_page_of_a_jobs_logs(session: AsyncSession) -> None:
+    job = await running_job(session)
+    await jobs.add_job_logs(session, job.id, log_entries(5))
+    page = await jobs.list_job_logs(session, job.id, limit=2)
+    seen = list(page.items)
+    while not page.is_last:
+        page = await jobs.next_page(session, page)
+        seen.extend(page.items)
+    assert sorted(log.records_collected for log in seen) == list(range(5))
+    other = await running_job(session)
+    first = await jobs.list_job_logs(session, job.id, limit=2)
+    with pytest.raises(JobValidationError, match="after: is the cursor of another listing"):
+        await jobs.list_job_logs(session, other.id, after=first.next_cursor)
+
+
 @pytest.mark.parametrize("limit", [0, -1, 1001, True])
 async def test_page_size_is_checked(session: AsyncSession, limit: int) -> None:
     with pytest.raises(JobValidationError, match="limit: must be an integer from 1 to 1000"):

@@ -3,8 +3,10 @@ the tables' sizes, and nothing written."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+from app.db.migrations import shorten
 from tests.conftest import ScratchFactory
 from tests.guide import fetch
 from tests.test_migrations import alembic, at_baseline_with_logs, bookkeeping
@@ -37,3 +39,16 @@ async def test_the_plan_lists_each_pending_step_and_writes_nothing(
     await alembic(url, "upgrade", "head")
     done = run_tool(PLAN, env=url_env(url), cwd=tmp_path)
     assert "nothing pending" in done.stdout
+
+
+def test_a_statement_is_shortened_between_words_and_marked_where_cut() -> None:
+    sql = "CREATE INDEX CONCURRENTLY idx_collection_jobs_progress ON collection_jobs(progress)"
+    words = set(re.findall(r"[\w\"$]+", sql))
+    for width in range(12, len(sql) + 5):
+        short = shorten(sql, width)
+        assert len(short) <= width
+        if len(sql) <= width:
+            assert short == sql
+            continue
+        assert short.endswith("…")
+        assert set(re.findall(r"[\w\"$]+", short)) <= words, short  # no name cut in two

@@ -22,11 +22,17 @@ from sqlalchemy.pool import NullPool
 
 from app.db.errors import AuthenticationFailedError, ConnectionFailedError
 from app.db.settings import Settings
-from app.db.urls import asyncpg_connect_args, describe_url, engine_url, ssl_connect_args
+from app.db.urls import (
+    as_url,
+    asyncpg_connect_args,
+    describe_url,
+    engine_url,
+    ssl_connect_args,
+)
 
 
 def create_engine(
-    url: URL,
+    url: URL | str,
     *,
     pool_size: int = 5,
     max_overflow: int = 10,
@@ -38,13 +44,14 @@ def create_engine(
     application_name: str = "collection-jobs",
     null_pool: bool = False,
 ) -> AsyncEngine:
-    """Build an asyncpg engine.
+    """Build an asyncpg engine for `url` (a URL, or a string in any accepted form).
 
     `disable_prepared_statements` is for PgBouncer in transaction mode, where a named
     prepared statement may land on another server connection: asyncpg's and SQLAlchemy's
     statement caches are turned off and every statement gets a unique name.
     `null_pool` opens a connection per checkout (scripts, migrations, PgBouncer).
     """
+    url = as_url(url)
     connect_args: dict[str, Any] = {
         "timeout": connect_timeout,
         "server_settings": {"application_name": application_name},
@@ -105,9 +112,10 @@ async def session_scope(
 
 
 async def connect(
-    url: URL, *, connect_timeout: float = 10.0, application_name: str = "collection-jobs"
+    url: URL | str, *, connect_timeout: float = 10.0, application_name: str = "collection-jobs"
 ) -> asyncpg.Connection:
     """A plain asyncpg connection (no pool), failures translated as for the engine."""
+    url = as_url(url)
     with translate_connect_errors(url):
         return await asyncpg.connect(
             **asyncpg_connect_args(url),

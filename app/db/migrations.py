@@ -62,6 +62,22 @@ def one_line(sql: str) -> str:
     return " ".join(" ".join(lines).split())
 
 
+def shorten(sql: str, width: int) -> str:
+    """`one_line(sql)` in at most `width` characters: cut between words, never inside a
+    name or a literal's word, and marked with "…" where it was cut."""
+    flat = one_line(sql)
+    if len(flat) <= width:
+        return flat
+    cut = flat[: width - 1]
+    if _WORD_CHAR.match(flat[width - 1]):
+        cut = _TRAILING_WORD.sub("", cut)
+    return cut.rstrip() + "…"
+
+
+_WORD_CHAR = re.compile(r'[\w"$]')
+_TRAILING_WORD = re.compile(r'[\w"$]+$')
+
+
 def names_in(sql: str) -> list[str]:
     """Every lower-case identifier in a statement, in order, once: its candidate tables."""
     return list(dict.fromkeys(_IDENTIFIER.findall(sql.lower())))
@@ -152,7 +168,7 @@ def _timeout(step: Step) -> str:
 
 
 def _summary(sql: str) -> str:
-    return one_line(sql)[:70]
+    return shorten(sql, 70)
 
 
 def _run_with_retries(conn: Connection, sql: str, timeout: str, budget: float) -> None:

@@ -42,7 +42,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection
 
 from app.db.errors import DatabaseSetupError
-from app.db.migrations import Step, run_steps
+from app.db.migrations import Step, run_steps, shorten
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def run(*operations: Operation) -> None:
     steps = [step for operation in operations for step in operation]
     for step in steps:
         if step.accepted:
-            log.warning("accepted risk (%s): %s", step.accepted, " ".join(step.sql.split())[:70])
+            log.warning("accepted risk (%s): %s", step.accepted, shorten(step.sql, 70))
     run_steps(steps)
 
 

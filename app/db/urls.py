@@ -52,6 +52,12 @@ def parse_database_url(raw: str, *, setting: str = "DATABASE_URL") -> URL:
     return url.set(drivername=ASYNC_DRIVER, query=query)
 
 
+def as_url(url: URL | str) -> URL:
+    """A URL object as given, or a URL string (any accepted form, such as the one
+    `python -m app.db.embedded url` prints) parsed and checked like DATABASE_URL."""
+    return parse_database_url(url, setting="the URL") if isinstance(url, str) else url
+
+
 def _refuse_ambiguous(raw: str, setting: str) -> None:
     """Refuse a URL whose user name or password holds characters that end its part."""
     _, sep, rest = raw.partition("://")

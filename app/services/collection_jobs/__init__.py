@@ -39,6 +39,7 @@ from app.services.collection_jobs.logs import (
     add_job_logs,
     list_analyst_jobs,
     list_job_logs,
+    next_page,
 )
 from app.services.collection_jobs.progress import (
     MAX_ESTIMATE,
@@ -73,6 +74,7 @@ __all__ = [
     "list_analyst_jobs",
     "list_job_logs",
     "list_stalled_jobs",
+    "next_page",
     "report_progress",
     "requeue_stalled_jobs",
     "start_job",

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, NamedTuple, TypeVar
 
@@ -148,17 +148,36 @@ async def add_job_logs(db: Executor, job_id: uuid.UUID | str, entries: Sequence[
 
 
 class Cursor(NamedTuple):
-    """Where a page ended: the last item's `created_at` and `id` (ties broken by id)."""
+    """Where a page ended: the last item's `created_at` and `id` (ties broken by id), and
+    the listing it belongs to (its kind and filter), so that passing it back continues
+    that same listing: a cursor of another listing is refused, never silently mixed."""
 
     created_at: datetime
     id: uuid.UUID
+    listing: tuple[str, ...] = ()
+    """Set by the service; a cursor built by hand (no listing) is a bare position."""
 
 
 @dataclass(frozen=True, slots=True)
 class Page(Generic[T]):
     items: list[T]
     next_cursor: Cursor | None
-    """Pass it back for the next page; None on the last page."""
+    """Pass it back for the next page; None on the last page. `next_page` is simpler."""
+    _following: Callable[[AsyncSession, Cursor], Awaitable[Page[T]]] | None = field(
+        default=None, repr=False, compare=False
+    )
+
+    @property
+    def is_last(self) -> bool:
+        return self.next_cursor is None
+
+
+async def next_page(session: AsyncSession, page: Page[T]) -> Page[T]:
+    """The page after `page`, of the same listing with the same filter and size; after
+    the last page, an empty last page (never the first page again)."""
+    if page.next_cursor is None or page._following is None:
+        return Page([], None)
+    return await page._following(session, page.next_cursor)
 
 
 def _page_size(limit: int) -> int:
@@ -167,21 +186,33 @@ def _page_size(limit: int) -> int:
     return limit
 
 
-def _cursor(cursor: Cursor | None, field: str) -> Cursor | None:
+def _cursor(cursor: Cursor | None, field: str, listing: tuple[str, ...]) -> Cursor | None:
+    """A checked cursor; one of another listing (`listing[:len(...)]` differs) is refused."""
     if cursor is None:
         return None
     if not isinstance(cursor, Cursor):
         raise JobValidationError(field, "must be a Cursor from a previous page")
+    if cursor.listing and cursor.listing != listing:
+        raise JobValidationError(
+            field, "is the cursor of another listing (another job, analyst or status filter)"
+        )
     return Cursor(
         check.aware(cursor.created_at, f"{field}.created_at"),
         check.identifier(cursor.id, f"{field}.id"),
+        listing,
     )
 
 
-def _page(rows: Sequence[Any], limit: int) -> Page[Any]:
+def _page(
+    rows: Sequence[Any],
+    limit: int,
+    listing: tuple[str, ...],
+    following: Callable[[AsyncSession, Cursor], Awaitable[Page[Any]]],
+) -> Page[Any]:
     items = list(rows[:limit])
-    more = len(rows) > limit
-    return Page(items, Cursor(items[-1].created_at, items[-1].id) if more else None)
+    if len(rows) <= limit:
+        return Page(items, None)
+    return Page(items, Cursor(items[-1].created_at, items[-1].id, listing), following)
 
 
 async def list_job_logs(
@@ -194,7 +225,8 @@ async def list_job_logs(
     """A job's logs, oldest first, a page at a time (index on `collection_job_id`)."""
     job_id = check.identifier(job_id, "job_id")
     limit = _page_size(limit)
-    after = _cursor(after, "after")
+    listing = ("logs", str(job_id))
+    after = _cursor(after, "after", listing)
     statement = (
         select(DataCollectionLog)
         .where(DataCollectionLog.collection_job_id == job_id)
@@ -203,9 +235,14 @@ async def list_job_logs(
     )
     if after is not None:
         statement = statement.where(
-            tuple_(DataCollectionLog.created_at, DataCollectionLog.id) > tuple_(*after)
+            tuple_(DataCollectionLog.created_at, DataCollectionLog.id)
+            > tuple_(after.created_at, after.id)
         )
-    return _page((await session.scalars(statement)).all(), limit)
+
+    async def following(session: AsyncSession, cursor: Cursor) -> Page[DataCollectionLog]:
+        return await list_job_logs(session, job_id, limit=limit, after=cursor)
+
+    return _page((await session.scalars(statement)).all(), limit, listing, following)
 
 
 async def list_analyst_jobs(
@@ -216,27 +253,56 @@ async def list_analyst_jobs(
     limit: int = 50,
     before: Cursor | None = None,
 ) -> Page[CollectionJob]:
-    """An analyst's jobs, newest first, optionally of some statuses, a page at a time."""
+    """An analyst's jobs, newest first, optionally of some statuses, a page at a time.
+
+    A cursor from an earlier page carries its status filter: passed back without `status`,
+    it continues the same filtered listing; with a different filter it is refused.
+    """
     analyst_id = check.identifier(analyst_id, "analyst_id")
     limit = _page_size(limit)
-    before = _cursor(before, "before")
+    wanted = _statuses(status)
+    if (
+        wanted is None
+        and isinstance(before, Cursor)
+        and before.listing[:2]
+        == (
+            "jobs",
+            str(analyst_id),
+        )
+    ):
+        wanted = list(before.listing[2:]) or None  # the cursor's own filter
+    listing = ("jobs", str(analyst_id), *sorted(wanted or ()))
+    before = _cursor(before, "before", listing)
     statement = (
         select(CollectionJob)
         .where(CollectionJob.analyst_id == analyst_id)
         .order_by(CollectionJob.created_at.desc(), CollectionJob.id.desc())
         .limit(limit + 1)
     )
-    if status is not None:
-        if isinstance(status, str):
-            statuses: list[JobStatus | str] = [status]
-        elif isinstance(status, Collection):
-            statuses = list(status)
-        else:
-            raise JobValidationError("status", "must be a status or a collection of statuses")
-        wanted = [check.member(JobStatus, s, "status", "status") for s in statuses]
+    if wanted is not None:
         statement = statement.where(CollectionJob.status.in_(wanted))
     if before is not None:
         statement = statement.where(
-            tuple_(CollectionJob.created_at, CollectionJob.id) < tuple_(*before)
+            tuple_(CollectionJob.created_at, CollectionJob.id)
+            < tuple_(before.created_at, before.id)
         )
-    return _page((await session.scalars(statement)).all(), limit)
+
+    async def following(session: AsyncSession, cursor: Cursor) -> Page[CollectionJob]:
+        return await list_analyst_jobs(
+            session, analyst_id, status=wanted, limit=limit, before=cursor
+        )
+
+    return _page((await session.scalars(statement)).all(), limit, listing, following)
+
+
+def _statuses(status: JobStatus | str | Collection[JobStatus | str] | None) -> list[str] | None:
+    """The statuses asked for, checked and without repeats; None for every status."""
+    if status is None:
+        return None
+    if isinstance(status, str):
+        statuses: list[JobStatus | str] = [status]
+    elif isinstance(status, Collection):
+        statuses = list(status)
+    else:
+        raise JobValidationError("status", "must be a status or a collection of statuses")
+    return sorted({str(check.member(JobStatus, s, "status", "status")) for s in statuses})
