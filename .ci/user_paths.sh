@@ -1,0 +1,71 @@
+# The paths users walk outside this checkout's editable install, sourced by .ci/run.
+# Each function works in a folder of its own under $CI_WORK and leaves no server running.
+
+# The README's two commands, read from the README itself: what CI runs is what it shows.
+readme_command() {
+    awk '/^```bash$/ {inside = 1; next} /^```$/ {inside = 0} inside' README.md | sed -n "${1}p"
+}
+
+# Root in a private checkout (a container's /root, any 0700 home): a clone there, the
+# README's first command, then the tests' own server started from there (a few tests).
+private_checkout_as_root() {
+    [ "$(id -u)" = 0 ] || { echo "private checkout: not root, skipped"; return 0; }
+    local home="$CI_WORK/private home"
+    mkdir -m 700 "$home"
+    git clone -q "$PWD" "$home/checkout"
+    (
+        cd "$home/checkout"
+        eval "$(readme_command 1)" >/dev/null
+        .venv/bin/pytest -q -p no:cacheprovider tests/test_models.py
+        .venv/bin/python -m app.db.embedded --test stop
+        .venv/bin/python -m app.db.embedded stop
+    )
+}
+
+# A production image: the runtime dependencies alone (pinned), then the production
+# procedure on a database at the feature's parent: backup, plan, upgrade, verify, back.
+runtime_only_production_procedure() {
+    local url="$1" venv="$CI_WORK/runtime"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q -c constraints.txt .
+    if "$venv/bin/python" -c 'import psutil' 2>/dev/null; then
+        echo "the runtime install carries a development package" >&2
+        return 1
+    fi
+    (
+        export DATABASE_URL="$url" APP_ENV=staging
+        "$venv/bin/alembic" upgrade 3f9c1a2b7d10   # the tables production had before
+        "$venv/bin/python" scripts/backup_db.py --dir "$CI_WORK/backups"
+        "$venv/bin/python" scripts/plan_migrations.py
+        "$venv/bin/alembic" upgrade head
+        "$venv/bin/python" scripts/verify_schema.py
+        "$venv/bin/alembic" downgrade 3f9c1a2b7d10
+        "$venv/bin/alembic" current
+    )
+}
+
+# Another team's project: installs us as a dependency (not editable, the `testing` extra)
+# and runs its own suite on our plugin, on the server (and database name) of TEST_DATABASE_URL
+# given. Started in the background, so that it runs beside ours; `other_project_wait`
+# reports its result.
+other_project_start() {
+    local test_url="$1" project="$CI_WORK/other project"
+    cp -r .ci/other-project "$project"
+    python3 -m venv "$project/.venv"
+    "$project/.venv/bin/pip" install -q -c constraints.txt "$PWD[testing]"
+    (
+        cd "$project"
+        export TEST_DATABASE_URL="$test_url"
+        .venv/bin/pytest -q -p no:cacheprovider
+    ) >"$CI_WORK/other.log" 2>&1 &
+    OTHER_PROJECT_PID=$!
+}
+
+other_project_wait() {
+    if wait "$OTHER_PROJECT_PID"; then
+        tail -n 1 "$CI_WORK/other.log"
+    else
+        cat "$CI_WORK/other.log"
+        return 1
+    fi
+}
