@@ -10,6 +10,7 @@ through an irreversible revision is refused before its first step.
 from __future__ import annotations
 
 import asyncio
+import sys
 from logging.config import fileConfig
 from typing import Any
 
@@ -164,5 +165,8 @@ try:
         run_migrations_offline()
     else:
         asyncio.run(run_migrations_online())
-except DatabaseSetupError as exc:  # one line ("FAILED: ..."), not a traceback
-    raise CommandError(str(exc)) from None
+except DatabaseSetupError as exc:
+    if config.cmd_opts is not None:  # the alembic command: one line on stderr, our exit code
+        print(f"alembic: error: {exc}", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
+    raise CommandError(str(exc)) from None  # a caller of alembic.command gets Alembic's error
