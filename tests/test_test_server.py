@@ -52,11 +52,9 @@ def wait_for(condition: Callable[[], bool], seconds: float) -> bool:
 
 
 def test_stop_of_a_suite_that_never_ran_creates_nothing(suite: Path) -> None:
-    before = set(RAM_FOLDER.glob("collection-jobs-*"))
     result = run_tool(*EMBEDDED, "stop", env={}, cwd=suite)
     assert result.returncode == 0 and result.stdout.strip() == "not running", result.stderr
     assert not in_memory_folder(suite).exists()
-    assert set(RAM_FOLDER.glob("collection-jobs-*")) <= before
 
 
 def test_stop_removes_what_start_made(suite: Path) -> None:
