@@ -182,8 +182,12 @@ def test_as_root_every_program_of_a_private_venv_runs_as_the_server_user_from_it
     monkeypatch.setattr(pgserver, "installed_binaries", lambda: private_bin)
     monkeypatch.setattr(pgserver, "SHARED_INSTALLS", open_folder / "cache")
     mode = tmp_path.stat().st_mode
+    stale = open_folder / "cache" / "pg-0123456789ab"  # the copy of a deleted checkout's venv
+    stale.mkdir(parents=True)
+    (stale / "source").write_text(str(tmp_path / "deleted checkout" / "bin"))
 
     copied = pgserver.binaries()
+    assert not stale.exists()
     assert copied.is_relative_to(open_folder / "cache")
     failed = {}
     for program in sorted(copied.iterdir()):

@@ -125,10 +125,12 @@ def _copy_for(bin_dir: Path, user: pwd.struct_passwd) -> Path:
     folder = blocked_folder(SHARED_INSTALLS, user)
     if folder is not None:
         raise EmbeddedServerError(f"{folder} must be enterable by everyone (mode o+x)")
+    _clear_stale_copies()
     staging = Path(tempfile.mkdtemp(dir=SHARED_INSTALLS, prefix=".copy-"))
     try:
         for part in parts:
             shutil.copytree(site / part, staging / "pg" / part, symlinks=True)
+        (staging / "pg" / _SOURCE_FILE).write_text(str(bin_dir), encoding="utf-8")
         for made in [staging, *(staging / "pg").rglob("*")]:
             if made.is_dir() and not made.is_symlink():
                 made.chmod(0o755)
@@ -139,6 +141,28 @@ def _copy_for(bin_dir: Path, user: pwd.struct_passwd) -> Path:
     if not (copied_bin / "postgres").exists():
         raise EmbeddedServerError(f"could not copy the embedded PostgreSQL to {copy}")
     return copied_bin
+
+
+_SOURCE_FILE = "source"
+"""In each copy: the installed binaries it was copied from."""
+
+
+def _clear_stale_copies() -> None:
+    """Remove the copies whose virtual environment is gone (a deleted checkout), unless a
+    program still runs from one: copies are 40+ MB each and nothing else removes them."""
+    psutil = _psutil()
+    for copy in SHARED_INSTALLS.glob("pg-*"):
+        try:
+            source = Path((copy / _SOURCE_FILE).read_text(encoding="utf-8"))
+        except OSError:
+            continue
+        if source.exists():
+            continue
+        running = False
+        for process in psutil.process_iter(["exe"]):
+            running = running or str(process.info["exe"] or "").startswith(f"{copy}/")
+        if not running:
+            shutil.rmtree(copy, ignore_errors=True)
 
 
 def server_user() -> pwd.struct_passwd | None:
