@@ -46,7 +46,7 @@ class JobNote(UUIDPrimaryKey, CreatedAt, Base):
     )
     body: Mapped[str] = mapped_column(Text)
 PY
-        sed -i -e 's/^from app.models.enums import/from app.models.job_note import JobNote\n&/' \
+        sed -i -e 's/^from app.models.enums import.*/&\nfrom app.models.job_note import JobNote/' \
             -e 's/^    "JobStatus",/    "JobNote",\n&/' app/models/__init__.py
         # 3. The revision, exactly as the docs say, against a database at the current head.
         .venv/bin/alembic revision --autogenerate -m "add source, retries and job notes"

@@ -3,8 +3,10 @@ what squawk cannot see.
 
     python scripts/lint_migrations.py
 
-1. squawk (`.squawk.toml`) over the SQL of `upgrade base:head` and of the downgrade from
-   head to the last revision that may be downgraded to.
+1. squawk (`.squawk.toml`) over each revision's offline SQL, upgrade and downgrade (down
+   to the last revision that may be downgraded to); each finding names the revision file,
+   the direction, the rule, why it matters and the statement. Locking hazards are listed
+   apart from squawk's other findings; both fail.
 2. Every revision must change the schema through `app.db.safe_migrations`: a direct
    `op.<operation>(...)` call (plain `op.add_column`, `op.create_index`, ...: one
    transaction, locks held for the whole scan) fails, like strong_migrations does, unless
@@ -19,17 +21,19 @@ from __future__ import annotations
 
 import ast
 import io
+import json
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from alembic.script import ScriptDirectory
+from alembic.script import Script, ScriptDirectory
 
-from app.db.migrations import MIGRATIONS, alembic_config
+from app.db.migrations import MIGRATIONS, alembic_config, shorten
 from app.db.settings import PROJECT_ROOT
 
 VERSIONS = MIGRATIONS / "versions"
@@ -75,62 +79,168 @@ def accepted_risks(source: str, path: str) -> list[str]:
     return [f"{path}:{line}: accepted: {what}" for line, what in sorted(risks)]
 
 
-def offline_sql(config: Config | None = None) -> tuple[str, str]:
-    """The SQL of upgrading from nothing to head, and of downgrading as far as allowed."""
+LOCKING_RULES = frozenset(
+    {
+        "adding-field-with-default",
+        "adding-foreign-key-constraint",
+        "adding-not-nullable-field",
+        "adding-required-field",
+        "adding-serial-primary-key-field",
+        "ban-alter-domain-with-add-constraint",
+        "ban-concurrent-index-creation-in-transaction",
+        "ban-drop-column",
+        "ban-drop-database",
+        "ban-drop-not-null",
+        "ban-drop-table",
+        "changing-column-type",
+        "constraint-missing-not-valid",
+        "disallowed-unique-constraint",
+        "renaming-column",
+        "renaming-table",
+        "require-concurrent-index-creation",
+        "require-concurrent-index-deletion",
+        "require-lock-timeout",
+        "require-timeout-settings",
+    }
+)
+"""squawk's rules about locks and lost data; any other finding is reported apart."""
+
+
+@dataclass(frozen=True)
+class RevisionSQL:
+    """The offline SQL of one direction of one revision."""
+
+    path: str
+    """The revision's file, relative to the checkout."""
+    direction: str
+    sql: str
+
+
+@dataclass(frozen=True)
+class Finding:
+    path: str
+    direction: str
+    rule: str
+    message: str
+    help: str
+    statement: str
+
+    @property
+    def locking(self) -> bool:
+        return self.rule in LOCKING_RULES
+
+    def __str__(self) -> str:
+        return (
+            f"{self.path} ({self.direction}): {self.rule}: {self.message} {self.help}"
+            f"\n    in: {self.statement}"
+        )
+
+
+def revision_sql(config: Config | None = None) -> list[RevisionSQL]:
+    """Each revision's own offline SQL, oldest first: its upgrade, and its downgrade when
+    it is newer than the newest revision that may not be downgraded (the baseline)."""
     config = config or alembic_config()
-    script = ScriptDirectory.from_config(config)
-    upgrade = io.StringIO()
-    config.output_buffer = upgrade
-    command.upgrade(config, "base:head", sql=True)
-    # Down to the newest revision whose own downgrade is refused (the baseline), or base.
-    floor = "base"
-    for revision in script.walk_revisions():
-        if getattr(revision.module, "IRREVERSIBLE", None):
-            floor = revision.revision
-            break
-    downgrade = io.StringIO()
-    config.output_buffer = downgrade
-    head = script.get_current_head()
-    if head != floor:
-        command.downgrade(config, f"{head}:{floor}", sql=True)
-    return upgrade.getvalue(), downgrade.getvalue()
+    revisions = list(reversed(list(ScriptDirectory.from_config(config).walk_revisions())))
+    floor = max(
+        (n for n, r in enumerate(revisions) if getattr(r.module, "IRREVERSIBLE", None)),
+        default=-1,
+    )
+    found: list[RevisionSQL] = []
+    for number, revision in enumerate(revisions):
+        down = revision.down_revision if isinstance(revision.down_revision, str) else "base"
+        path = _relative(revision.path)
+        found.append(RevisionSQL(path, "upgrade", _offline(config, "upgrade", down, revision)))
+        if number > floor:
+            sql = _offline(config, "downgrade", down, revision)
+            found.append(RevisionSQL(path, "downgrade", sql))
+    return found
 
 
-def squawk(*scripts: str) -> tuple[int, str]:
+def _relative(path: str) -> str:
+    file = Path(path).resolve()
+    return str(file.relative_to(PROJECT_ROOT)) if file.is_relative_to(PROJECT_ROOT) else str(file)
+
+
+def _offline(config: Config, direction: str, down: str, revision: Script) -> str:
+    buffer = io.StringIO()
+    config.output_buffer = buffer
+    if direction == "upgrade":
+        command.upgrade(config, f"{down}:{revision.revision}", sql=True)
+    else:
+        command.downgrade(config, f"{revision.revision}:{down}", sql=True)
+    return buffer.getvalue()
+
+
+def squawk(scripts: list[RevisionSQL]) -> list[Finding]:
+    """squawk (`.squawk.toml`) over each revision's SQL: what it found, by revision."""
     with tempfile.TemporaryDirectory() as folder:
-        paths = []
-        for name, text in zip(("upgrade.sql", "downgrade.sql"), scripts, strict=True):
-            path = Path(folder) / name
-            path.write_text(text, encoding="utf-8")
-            paths.append(str(path))
+        files = {}
+        for number, script in enumerate(scripts):
+            file = Path(folder) / f"{number:04d}.sql"
+            file.write_text(script.sql, encoding="utf-8")
+            files[str(file)] = script
         result = subprocess.run(
-            [str(Path(sys.executable).parent / "squawk"), "--config", ".squawk.toml", *paths],
-            cwd=PROJECT_ROOT,
+            [
+                str(Path(sys.executable).parent / "squawk"),
+                "--config",
+                str(PROJECT_ROOT / ".squawk.toml"),
+                "--reporter",
+                "json",
+                *files,
+            ],
             capture_output=True,
             text=True,
         )
-    return result.returncode, result.stdout + result.stderr
+    try:
+        reported = json.loads(result.stdout or "[]")
+    except json.JSONDecodeError:
+        raise RuntimeError(f"squawk failed: {(result.stderr or result.stdout).strip()}") from None
+    findings = []
+    for item in reported:
+        script = files[item["file"]]
+        findings.append(
+            Finding(
+                script.path,
+                script.direction,
+                item["rule_name"],
+                item["message"],
+                item.get("help") or "",
+                _statement_at(script.sql, int(item["line"])),
+            )
+        )
+    return findings
+
+
+def _statement_at(sql: str, line: int) -> str:
+    """The statement that starts on (0-based) `line`, shortened to one line."""
+    rest = "\n".join(sql.splitlines()[line:])
+    return shorten(rest.split(";", 1)[0], 110)
 
 
 def main() -> int:
     problems, risks = [], []
     revisions = sorted(VERSIONS.glob("*.py"))
     for path in revisions:
-        source, name = path.read_text("utf-8"), str(path.relative_to(PROJECT_ROOT))
+        source, name = path.read_text("utf-8"), _relative(str(path))
         problems += unsafe_calls(source, name)
         risks += accepted_risks(source, name)
     for risk in risks:
         print(risk)
-    code, report = squawk(*offline_sql())
-    if code != 0:
-        print(report.strip())
-        problems.append("squawk found locking hazards in the revisions' SQL (above)")
+    findings = squawk(revision_sql())
+    for heading, group in (
+        ("locking hazards (writers or readers would wait, or data would be lost)", True),
+        ("other findings (not about locks; see .squawk.toml to configure a rule)", False),
+    ):
+        chosen = [str(f) for f in findings if f.locking is group]
+        if chosen:
+            print(f"{heading}:", *chosen, sep="\n", file=sys.stderr)
+            problems.append(f"squawk: {len(chosen)} {heading.split(' (')[0]} (above)")
     for problem in problems:
         print(problem, file=sys.stderr)
     if not problems:
         print(
-            f"lint_migrations: {len(revisions)} revisions clean (squawk over base:head and back,"
-            f" safe operations only); {len(risks)} accepted risks"
+            f"lint_migrations: {len(revisions)} revisions clean (squawk over each revision, up"
+            f" and down, safe operations only); {len(risks)} accepted risks"
         )
     return 1 if problems else 0
 

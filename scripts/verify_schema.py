@@ -21,7 +21,7 @@ from app.db.cli import run_command
 from app.db.embedded import database_url
 from app.db.engine import engine_from_settings, translate_connect_errors
 from app.db.feature_state import feature_state
-from app.db.introspect import diff_schemas, read_schema
+from app.db.introspect import diff_schemas, moved_columns, read_schema
 from app.db.marker import read_marker
 from app.db.settings import load_settings
 from app.db.urls import describe_url
@@ -92,6 +92,8 @@ def verify(conn: Connection) -> list[tuple[bool | None, str]]:
         expected = read_schema(conn, str(temp_schema.scalar_one()))
     differences = diff_schemas(expected, actual)
     results += [(False, line) for line in differences]
+    # A revision's ADD COLUMN appends: information, not a fault (see diff_schemas).
+    results += [(None, line) for line in moved_columns(expected, actual)]
     if not differences:
         results.append(
             (

@@ -23,9 +23,9 @@ from app.db.migrations import alembic_config, planning
 from app.db.settings import PROJECT_ROOT
 from tests.conftest import ScratchFactory
 from tests.guide import fetch
-from tests.test_migrations import alembic, models_schema, version
+from tests.test_migrations import models_schema, version
 from tests.test_schema_parity import schema_of
-from tests.tools import url_env
+from tests.tools import alembic, url_env
 
 SCRIPT = ScriptDirectory.from_config(alembic_config())
 REVISIONS = [

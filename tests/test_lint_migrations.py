@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from scripts.lint_migrations import VERSIONS, accepted_risks, offline_sql, squawk, unsafe_calls
+from dataclasses import replace
+
+from scripts.lint_migrations import (
+    VERSIONS,
+    accepted_risks,
+    revision_sql,
+    squawk,
+    unsafe_calls,
+)
 from tests.tools import SCRIPTS, run_tool
 
 UNSAFE_REVISION = """
@@ -31,12 +39,29 @@ def test_plain_alembic_operations_fail_unless_accepted_with_a_reason() -> None:
     assert "app.db.safe_migrations" in problems[0]
 
 
-def test_squawk_catches_an_index_built_without_concurrently() -> None:
-    upgrade, downgrade = offline_sql()
-    assert "CONCURRENTLY" in upgrade and "DROP INDEX CONCURRENTLY" in downgrade
-    bad = upgrade + "\nCREATE INDEX idx_logs_status ON data_collection_logs(status);\n"
-    code, report = squawk(bad, downgrade)
-    assert code != 0 and "require-concurrent-index-creation" in report
+def test_squawk_finds_an_index_built_without_concurrently_and_names_the_revision() -> None:
+    scripts = revision_sql()
+    assert [(s.path.split("_")[1], s.direction) for s in scripts] == [
+        ("3f9c1a2b7d10", "upgrade"),
+        ("8e4d6b0c2a91", "upgrade"),
+        ("8e4d6b0c2a91", "downgrade"),
+    ]
+    assert squawk(scripts) == []
+    bad = "CREATE INDEX idx_logs_status ON data_collection_logs(status);\n"
+    scripts[1] = replace(scripts[1], sql=scripts[1].sql + bad)
+    [finding] = squawk(scripts)
+    assert finding.rule == "require-concurrent-index-creation" and finding.locking
+    assert finding.path == scripts[1].path and finding.path.startswith("app/migrations/versions/")
+    assert finding.direction == "upgrade"
+    assert finding.statement == "CREATE INDEX idx_logs_status ON data_collection_logs(status)"
+    assert "concurrently" in str(finding) and "/tmp" not in str(finding)
+
+
+def test_an_integer_column_is_a_choice_of_the_model_not_a_locking_hazard() -> None:
+    scripts = revision_sql()
+    added = "ALTER TABLE collection_jobs ADD COLUMN retries INTEGER;\n"
+    scripts[1] = replace(scripts[1], sql=scripts[1].sql + added)
+    assert [f.rule for f in squawk(scripts) if f.rule.startswith("prefer-bigint")] == []
 
 
 def test_accepted_risks_are_listed_with_their_reason() -> None:

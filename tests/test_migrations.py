@@ -29,21 +29,11 @@ from tests.conftest import ScratchFactory
 from tests.guide import BASELINE_SQL, fetch, run_script
 from tests.test_init_db import reset
 from tests.test_schema_parity import built_by_init_db, schema_of
-from tests.tools import url_env
+from tests.tools import alembic, url_env
 
 BASELINE, HEAD = "3f9c1a2b7d10", "8e4d6b0c2a91"
 LOG_INDEX = "idx_data_collection_logs_collection_job_id"
 SELECT_LOGS = "SELECT id, analyst_id, records_collected FROM data_collection_logs ORDER BY id"
-
-
-async def alembic(
-    url: URL, verb: str, *args: str, environment: Environment = Environment.TEST
-) -> None:
-    """Run an alembic command on `url` (in a thread: env.py runs its own event loop)."""
-    config = alembic_config()
-    config.attributes["url"] = url
-    config.attributes["environment"] = environment
-    await asyncio.to_thread(getattr(command, verb), config, *args)
 
 
 async def version(url: URL) -> str | None:

@@ -1,11 +1,14 @@
-"""The schema `init_db` (create_all) builds is the migration guide's, to the last name."""
+"""The three ways give one schema: the feature's revision builds the migration guide's
+schema to the last name and column position, and `init_db` (create_all) builds what the
+migrations build at head, whatever revisions came after the feature."""
 
 from __future__ import annotations
 
 from sqlalchemy.engine import URL
 
 from app.db.engine import create_engine
-from app.db.introspect import Schema, diff_schemas, read_schema
+from app.db.feature_state import FEATURE_REVISION
+from app.db.introspect import Schema, diff_schemas, moved_columns, read_schema
 from app.db.schema import init_db
 from app.db.settings import Environment
 from tests.conftest import ScratchFactory
@@ -20,6 +23,7 @@ from tests.guide import (
     fetch,
     run_script,
 )
+from tests.tools import alembic
 
 
 async def schema_of(url: URL) -> Schema:
@@ -47,15 +51,27 @@ async def built_by_init_db(scratch_db: ScratchFactory) -> URL:
     return url
 
 
-async def test_create_all_matches_the_guide_sql(scratch_db: ScratchFactory) -> None:
+async def test_the_feature_revision_builds_exactly_the_guide_sql(
+    scratch_db: ScratchFactory,
+) -> None:
     guide = await schema_of(await built_by_guide(scratch_db))
-    models = await schema_of(await built_by_init_db(scratch_db))
+    at_feature = await scratch_db()
+    await alembic(at_feature, "upgrade", FEATURE_REVISION)
 
     assert set(guide) == {"analysts", "collection_jobs", "data_collection_logs"}
     jobs = guide["collection_jobs"]
     assert [c.name for c in jobs.columns][:2] == ["id", "analyst_id"]
     assert {"collection_jobs_pkey", "collection_jobs_analyst_id_fkey"} <= set(jobs.constraints)
-    assert diff_schemas(guide, models) == []
+    assert diff_schemas(guide, await schema_of(at_feature), column_order=True) == []
+
+
+async def test_create_all_builds_what_the_migrations_build_at_head(
+    scratch_db: ScratchFactory,
+) -> None:
+    models = await schema_of(await built_by_init_db(scratch_db))
+    at_head = await scratch_db()
+    await alembic(at_head, "upgrade", "head")
+    assert diff_schemas(models, await schema_of(at_head)) == []
 
 
 async def test_diff_reports_a_changed_default(scratch_db: ScratchFactory) -> None:
@@ -66,10 +82,36 @@ async def test_diff_reports_a_changed_default(scratch_db: ScratchFactory) -> Non
     )
     after = await schema_of(url)
     assert diff_schemas(before, after) == [
-        "collection_jobs.overall_progress: expected #8 character varying(10) NULL "
-        "DEFAULT '0.0'::character varying, got #8 character varying(10) NULL "
+        "collection_jobs.overall_progress: expected character varying(10) NULL "
+        "DEFAULT '0.0'::character varying, got character varying(10) NULL "
         "DEFAULT '0'::character varying"
     ]
+
+
+async def test_a_column_appended_by_a_migration_is_no_difference_only_information(
+    scratch_db: ScratchFactory,
+) -> None:
+    """`ADD COLUMN` appends; create_all places a new column where the model declares it."""
+    url = await built_by_init_db(scratch_db)
+    await run_script(url, "ALTER TABLE analysts ADD COLUMN team TEXT")
+    appended = await schema_of(url)
+    other = await scratch_db()
+    await run_script(
+        other,
+        BASELINE_SQL.read_text().replace(
+            "CREATE TABLE IF NOT EXISTS analysts (",
+            "CREATE TABLE IF NOT EXISTS analysts (team TEXT,",
+        ),
+        CREATE_TABLE,
+        ALTER_LOGS,
+    )
+    declared = await schema_of(other)
+    assert diff_schemas(declared, appended) == []
+    assert moved_columns(declared, appended) == [
+        "analysts: columns in another order than the models declare: "
+        + str([c.name for c in appended["analysts"].columns])
+    ]
+    assert diff_schemas(declared, appended, column_order=True) != []
 
 
 async def test_guide_checks_and_rollback_work_as_written(scratch_db: ScratchFactory) -> None:

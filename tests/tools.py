@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+from alembic import command
 from sqlalchemy.engine import URL
 
-from app.db.settings import PROJECT_ROOT
+from app.db.migrations import alembic_config
+from app.db.settings import PROJECT_ROOT, Environment
 
 SCRIPTS = PROJECT_ROOT / "scripts"
 
@@ -32,6 +35,16 @@ def run_tool(
         text=True,
         timeout=timeout,
     )
+
+
+async def alembic(
+    url: URL, verb: str, *args: str, environment: Environment = Environment.TEST
+) -> None:
+    """Run an alembic command on `url` (in a thread: env.py runs its own event loop)."""
+    config = alembic_config()
+    config.attributes["url"] = url
+    config.attributes["environment"] = environment
+    await asyncio.to_thread(getattr(command, verb), config, *args)
 
 
 def url_env(url: URL, app_env: str | None = "test") -> dict[str, str]:

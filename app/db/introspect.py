@@ -1,5 +1,5 @@
 """A schema's shape read from `pg_catalog`, to compare the databases that the three ways of
-migrating (Alembic, plain SQL, init_db) produce: columns in order with types, nullability,
+migrating (Alembic, plain SQL, init_db) produce: columns with types, nullability,
 defaults and collations; indexes with definitions and validity; constraints with
 definitions and whether they are validated; and what the guide's schema never has:
 UNLOGGED tables, triggers, row-level security and its policies.
@@ -129,8 +129,14 @@ def read_schema(
     return tables
 
 
-def diff_schemas(expected: Schema, actual: Schema) -> list[str]:
-    """Every difference, one readable line each; empty when the schemas are identical."""
+def diff_schemas(expected: Schema, actual: Schema, *, column_order: bool = False) -> list[str]:
+    """Every difference, one readable line each; empty when the schemas are identical.
+
+    Columns are compared by name: their order carries no meaning for this project's code
+    (no `SELECT *`, no positional `COPY`), and a revision's `ADD COLUMN` appends where
+    `create_all` follows the model. `column_order` compares positions too (the guide's
+    tables against the guide's DDL); `moved_columns` reports them as information.
+    """
     lines: list[str] = []
     for name in sorted(expected.keys() - actual.keys()):
         lines.append(f"table {name}: missing")
@@ -138,15 +144,14 @@ def diff_schemas(expected: Schema, actual: Schema) -> list[str]:
         lines.append(f"table {name}: unexpected")
     for name in sorted(expected.keys() & actual.keys()):
         want, got = expected[name], actual[name]
-        if want.columns != got.columns:
-            want_cols = {c.name: (i, c) for i, c in enumerate(want.columns)}
-            got_cols = {c.name: (i, c) for i, c in enumerate(got.columns)}
-            for col in want_cols.keys() | got_cols.keys():
-                if want_cols.get(col) != got_cols.get(col):
-                    lines.append(
-                        f"{name}.{col}: expected {_show(want_cols.get(col))}, "
-                        f"got {_show(got_cols.get(col))}"
-                    )
+        want_cols = _by_name(want.columns, column_order)
+        got_cols = _by_name(got.columns, column_order)
+        for col in want_cols.keys() | got_cols.keys():
+            if want_cols.get(col) != got_cols.get(col):
+                lines.append(
+                    f"{name}.{col}: expected {_show(want_cols.get(col))}, "
+                    f"got {_show(got_cols.get(col))}"
+                )
         for what, wanted, found in (
             ("UNLOGGED", want.unlogged, got.unlogged),
             ("row-level security", want.row_security, got.row_security),
@@ -169,10 +174,27 @@ def diff_schemas(expected: Schema, actual: Schema) -> list[str]:
     return sorted(lines)
 
 
-def _show(entry: tuple[int, Column] | None) -> str:
+def moved_columns(expected: Schema, actual: Schema) -> list[str]:
+    """Columns of both schemas that sit at another position: information, never a
+    difference (see `diff_schemas`)."""
+    lines = []
+    for name in sorted(expected.keys() & actual.keys()):
+        want = [c.name for c in expected[name].columns]
+        got = [c.name for c in actual[name].columns]
+        if set(want) == set(got) and want != got:
+            lines.append(f"{name}: columns in another order than the models declare: {got}")
+    return lines
+
+
+def _by_name(columns: list[Column], with_position: bool) -> dict[str, tuple[int | None, Column]]:
+    return {c.name: (i if with_position else None, c) for i, c in enumerate(columns)}
+
+
+def _show(entry: tuple[int | None, Column] | None) -> str:
     if entry is None:
         return "none"
     position, col = entry
     null = "NOT NULL" if col.not_null else "NULL"
     collation = f" COLLATE {col.collation}" if col.collation else ""
-    return f"#{position + 1} {col.type}{collation} {null} DEFAULT {col.default}"
+    where = "" if position is None else f"#{position + 1} "
+    return f"{where}{col.type}{collation} {null} DEFAULT {col.default}"

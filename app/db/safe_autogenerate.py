@@ -108,10 +108,15 @@ def _safe(
         table = operation.to_table()
         ddl = str(CreateTable(table).compile(dialect=_DIALECT)).strip()
         inner = ddl[ddl.index("(") + 1 : ddl.rindex(")")]
-        body = ",\n".join("    " + part.strip() for part in inner.split(",\n") if part.strip())
+        parts = [part.strip() for part in inner.split(",\n") if part.strip()]
+        # One string per column or constraint (concatenated), so the revision reads as DDL.
+        body = "\n".join(
+            repr(f"    {part}" + (",\n" if n < len(parts) - 1 else ""))
+            for n, part in enumerate(parts)
+        )
         indexes = new_tables.get(operation.table_name, [])
         extra = f", indexes={indexes!r}" if indexes else ""
-        return [SafeCall(f"safe.create_table({table.name!r}, {body!r}{extra})")]
+        return [SafeCall(f"safe.create_table({table.name!r}, ({body}){extra})")]
     if isinstance(operation, ops.DropTableOp):
         return [SafeCall(f"safe.drop_table({operation.table_name!r})")]
     if isinstance(operation, ops.AddColumnOp):
