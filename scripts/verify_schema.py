@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sys
 
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
 
 from app.db.cli import run_command
@@ -23,6 +24,7 @@ from app.db.engine import engine_from_settings, translate_connect_errors
 from app.db.feature_state import feature_state
 from app.db.introspect import diff_schemas, moved_columns, read_schema
 from app.db.marker import read_marker
+from app.db.migrations import alembic_config
 from app.db.settings import load_settings
 from app.db.urls import describe_url
 from app.models import Base
@@ -64,6 +66,9 @@ def verify(conn: Connection) -> list[tuple[bool | None, str]]:
     actual = read_schema(conn)
     state = feature_state(conn)
     results.append((state.complete, f"state: {state.description}"))
+    behind = _behind_head(conn)
+    if behind:
+        results.append((False, behind))
     marker = read_marker(conn)
     results.append(
         (
@@ -103,6 +108,21 @@ def verify(conn: Connection) -> list[tuple[bool | None, str]]:
             )
         )
     return results
+
+
+def _behind_head(conn: Connection) -> str | None:
+    """What to run when the database is labelled with a revision older than the newest:
+    the models (the comparison below) are the newest revision's schema."""
+    if conn.execute(text("SELECT to_regclass('alembic_version')")).scalar() is None:
+        return None
+    labels = {row[0] for row in conn.execute(text("SELECT version_num FROM alembic_version"))}
+    heads = set(ScriptDirectory.from_config(alembic_config()).get_heads())
+    if not labels or labels == heads:
+        return None
+    return (
+        f"revision: the database is at {', '.join(sorted(labels))}, the newest revision is "
+        f"{', '.join(sorted(heads))}: run `alembic upgrade head`"
+    )
 
 
 _LABELS = {True: "PASS", False: "FAIL", None: "INFO"}

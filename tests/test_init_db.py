@@ -17,7 +17,7 @@ from app.db.engine import connect, create_engine
 from app.db.errors import EnvironmentRefusedError, MarkerRefusedError, NotConfirmedError
 from app.db.schema import INIT_DB_LOCK_KEY, Phase, ResetPlan, init_db
 from app.db.settings import PROJECT_ROOT, Environment
-from app.models import JobStatus
+from app.models import Base, JobStatus
 from tests import tools
 from tests.conftest import RoleFactory, ScratchFactory
 from tests.guide import BASELINE_SQL, fetch, run_script
@@ -25,7 +25,9 @@ from tests.password_server import PASSWORD
 from tests.tools import assert_secret_hidden, run_tool, url_env
 
 INIT_DB = str(PROJECT_ROOT / "scripts" / "init_db.py")
-MODEL_TABLES = ["analysts", "collection_jobs", "data_collection_logs"]
+MODEL_TABLES = sorted(Base.metadata.tables)
+"""Whatever the models hold now: the guide's three tables and any added since."""
+ALL_TABLES = sorted(["alembic_version", "database_environment", *MODEL_TABLES])
 
 
 async def reset(url: URL, **kwargs: object) -> object:
@@ -81,7 +83,7 @@ async def test_running_twice_leaves_exactly_the_models_tables(
 
     await reset(url, environment=Environment.TEST)
 
-    assert await public_tables(url) == ["alembic_version", *MODEL_TABLES, "database_environment"]
+    assert await public_tables(url) == ALL_TABLES
     assert await fetch(url, "SELECT 1 FROM pg_type WHERE typname = 'stale_kind'") == []
     assert await row_counts(url) == dict.fromkeys(MODEL_TABLES, 0)
     marker = await fetch(url, "SELECT environment, set_by FROM database_environment")
@@ -122,7 +124,7 @@ async def test_confirmation_is_asked_only_when_there_is_something_to_lose(
     await reset(url, environment=Environment.TEST, confirm=confirm)
     assert asked == []
     await reset(url, environment=Environment.TEST, confirm=confirm)
-    assert asked == [ResetPlan(marker="test", user_tables=5)]
+    assert asked == [ResetPlan(marker="test", user_tables=len(ALL_TABLES))]
 
 
 async def test_declining_changes_nothing(seeded: tuple[URL, dict[str, int]]) -> None:
@@ -146,7 +148,7 @@ async def test_concurrent_runs_are_serialised_by_the_advisory_lock(
     await holder.execute("SELECT pg_advisory_unlock($1)", INIT_DB_LOCK_KEY)
     await holder.close()
     await asyncio.gather(*runs)
-    assert await public_tables(url) == ["alembic_version", *MODEL_TABLES, "database_environment"]
+    assert await public_tables(url) == ALL_TABLES
 
 
 # --- refusals, through the function ---------------------------------------------------
@@ -194,7 +196,7 @@ async def test_tables_without_a_marker_need_force(scratch_db: ScratchFactory) ->
         await reset(url, environment=Environment.TEST)
     assert (await fetch(url, "SELECT count(*) FROM analysts"))[0][0] == 1
     await reset(url, environment=Environment.TEST, force=True)
-    assert await public_tables(url) == ["alembic_version", *MODEL_TABLES, "database_environment"]
+    assert await public_tables(url) == ALL_TABLES
 
 
 # --- refusals, through the command line: one line, documented exit code ---------------

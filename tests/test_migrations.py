@@ -20,7 +20,8 @@ from sqlalchemy.engine import URL
 from app.db import pgserver
 from app.db.engine import connect
 from app.db.errors import MarkerRefusedError
-from app.db.introspect import Schema
+from app.db.feature_state import BASELINE_REVISION, FEATURE_REVISION
+from app.db.introspect import Schema, diff_schemas
 from app.db.marker import marker_after_migration
 from app.db.migrations import alembic_config
 from app.db.settings import PROJECT_ROOT, Environment
@@ -31,7 +32,9 @@ from tests.test_init_db import reset
 from tests.test_schema_parity import built_by_init_db, schema_of
 from tests.tools import alembic, url_env
 
-BASELINE, HEAD = "3f9c1a2b7d10", "8e4d6b0c2a91"
+BASELINE, FEATURE = BASELINE_REVISION, FEATURE_REVISION
+HEAD = str(ScriptDirectory.from_config(alembic_config()).get_current_head())
+"""The newest revision: the feature's, or one written after it."""
 LOG_INDEX = "idx_data_collection_logs_collection_job_id"
 SELECT_LOGS = "SELECT id, analyst_id, records_collected FROM data_collection_logs ORDER BY id"
 
@@ -48,13 +51,13 @@ async def models_schema(scratch_db: ScratchFactory) -> Schema:
 def test_there_is_a_single_head() -> None:
     script = ScriptDirectory.from_config(alembic_config())
     assert script.get_heads() == [HEAD]
-    assert [r.revision for r in script.walk_revisions()] == [HEAD, BASELINE]
+    assert [r.revision for r in script.walk_revisions()][-2:] == [FEATURE, BASELINE]
 
 
 async def test_upgrade_from_empty_gives_the_models_schema(scratch_db: ScratchFactory) -> None:
     url = await scratch_db()
     await alembic(url, "upgrade", "head")
-    assert await schema_of(url) == await models_schema(scratch_db)
+    assert diff_schemas(await models_schema(scratch_db), await schema_of(url)) == []
     await alembic(url, "check")  # raises when the models and migrations disagree
     marker = await fetch(url, "SELECT environment, set_by FROM database_environment")
     assert [tuple(r) for r in marker] == [("test", "alembic")]
@@ -92,14 +95,14 @@ async def test_rows_survive_upgrade_downgrade_upgrade(scratch_db: ScratchFactory
     finally:
         await conn.close()
 
-    await alembic(url, "downgrade", "-1")
+    await alembic(url, "downgrade", BASELINE)  # the feature's parent, whatever came after it
     assert await fetch(url, SELECT_LOGS) == before
     assert await fetch(url, "SELECT to_regclass('collection_jobs')") == [(None,)]
 
     await alembic(url, "upgrade", "head")
     assert await fetch(url, SELECT_LOGS) == before
     assert await fetch(url, "SELECT count(*) FROM analysts") == [(5,)]
-    assert await schema_of(url) == await models_schema(scratch_db)
+    assert diff_schemas(await models_schema(scratch_db), await schema_of(url)) == []
 
 
 async def test_an_interrupted_upgrade_finishes_when_run_again(scratch_db: ScratchFactory) -> None:
@@ -129,7 +132,7 @@ async def test_an_interrupted_upgrade_finishes_when_run_again(scratch_db: Scratc
 
     assert await fetch(url, valid) == [(True,)]
     assert await fetch(url, "SELECT count(*) FROM data_collection_logs") == [(3,)]
-    assert await schema_of(url) == await models_schema(scratch_db)
+    assert diff_schemas(await models_schema(scratch_db), await schema_of(url)) == []
 
 
 async def test_blocking_steps_wait_and_retry_behind_a_long_transaction(
@@ -201,8 +204,10 @@ async def test_plain_sql_files_give_the_same_schema_and_can_be_rerun(
 
     psql(url, "collection_jobs_up.sql")
     psql(url, "collection_jobs_up.sql")
-    assert await schema_of(url) == await models_schema(scratch_db)
-    assert await version(url) == HEAD
+    by_alembic = await scratch_db()  # the files are the feature's revision, as offline SQL
+    await alembic(by_alembic, "upgrade", FEATURE)
+    assert diff_schemas(await schema_of(by_alembic), await schema_of(url), column_order=True) == []
+    assert await version(url) == FEATURE
 
     psql(url, "collection_jobs_down.sql")
     psql(url, "collection_jobs_down.sql")
@@ -356,7 +361,7 @@ async def test_exhausted_lock_retries_name_the_holder_in_one_line_and_a_rerun_re
     await asyncio.to_thread(rerun.communicate, timeout=60)
     assert rerun.returncode == 0
     assert await version(url) == HEAD
-    assert await schema_of(url) == await models_schema(scratch_db)
+    assert diff_schemas(await models_schema(scratch_db), await schema_of(url)) == []
 
 
 async def test_a_concurrent_index_build_behind_an_old_snapshot_names_the_session(

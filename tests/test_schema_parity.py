@@ -92,7 +92,7 @@ async def test_a_column_appended_by_a_migration_is_no_difference_only_informatio
     scratch_db: ScratchFactory,
 ) -> None:
     """`ADD COLUMN` appends; create_all places a new column where the model declares it."""
-    url = await built_by_init_db(scratch_db)
+    url = await built_by_guide(scratch_db)
     await run_script(url, "ALTER TABLE analysts ADD COLUMN team TEXT")
     appended = await schema_of(url)
     other = await scratch_db()

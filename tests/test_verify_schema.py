@@ -9,6 +9,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import URL
 
+from app.db.feature_state import FEATURE_REVISION
 from app.db.settings import PROJECT_ROOT
 from tests.conftest import RoleFactory, ScratchFactory
 from tests.guide import ALTER_LOGS, BASELINE_SQL, CREATE_TABLE, fetch, run_script
@@ -40,6 +41,9 @@ async def test_passes_after_each_way_of_migrating(
     psql(by_sql_file, "collection_jobs_up.sql")
     by_guide = await scratch_db()
     await run_script(by_guide, BASELINE_SQL.read_text(), CREATE_TABLE, ALTER_LOGS)
+    await alembic(by_guide, "stamp", FEATURE_REVISION)  # the guide: what the feature built
+    for url in (by_sql_file, by_guide):  # then any revision written after the feature
+        await alembic(url, "upgrade", "head")
     by_init_db = await built_by_init_db(scratch_db)
 
     for url in (by_alembic, by_sql_file, by_guide, by_init_db):
@@ -119,8 +123,8 @@ async def test_an_interrupted_downgrade_is_named_with_what_finishes_it_either_wa
     scratch_db: ScratchFactory, tmp_path: Path
 ) -> None:
     url = await scratch_db()
-    await alembic(url, "upgrade", "head")
-    # The downgrade's first step ran, then the process died: still labelled head.
+    await alembic(url, "upgrade", FEATURE_REVISION)
+    # The downgrade's first step ran, then the process died: still labelled the feature.
     await run_script(url, "DROP INDEX idx_data_collection_logs_collection_job_id")
     before = await bookkeeping(url)
     result = verify(url, tmp_path)
@@ -133,7 +137,7 @@ async def test_an_interrupted_downgrade_is_named_with_what_finishes_it_either_wa
 
     # Either way out works as it says.
     restored = await scratch_db()
-    await alembic(restored, "upgrade", "head")
+    await alembic(restored, "upgrade", FEATURE_REVISION)
     await run_script(restored, "DROP INDEX idx_data_collection_logs_collection_job_id")
     await alembic(restored, "stamp", "3f9c1a2b7d10")
     await alembic(restored, "upgrade", "head")
