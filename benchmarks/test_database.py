@@ -21,9 +21,9 @@ from pathlib import Path
 from sqlalchemy.engine import URL
 
 from app.db.embedded import DATABASE_NAMES
+from app.db.embedded.test_server import server_url_for_tests, suite_id
 from app.db.engine import connect
 from app.db.settings import Environment, Settings
-from app.db.test_server import server_url_for_tests, suite_id
 from app.db.urls import parse_database_url
 from app.models import Base
 from app.testing.databases import ClonePool, clone, drop, ensure_template

@@ -25,9 +25,8 @@ from typing import BinaryIO
 
 from sqlalchemy.engine import URL
 
-from app.db import pgserver
 from app.db.cli import run_command
-from app.db.embedded import database_url
+from app.db.embedded import database_url, server
 from app.db.engine import connect
 from app.db.errors import DatabaseSetupError
 from app.db.settings import PROJECT_ROOT, load_settings
@@ -61,7 +60,7 @@ def _pg_tool(name: str) -> str:
     """The newest `name` at hand: a pg_dump can read servers up to its own major version."""
     candidates = [shutil.which(name)]
     with contextlib.suppress(DatabaseSetupError):  # the embedded server is optional here
-        candidates.append(str(pgserver.installed_binaries() / name))
+        candidates.append(str(server.installed_binaries() / name))
 
     def major(path: str) -> int:
         out = subprocess.run([path, "--version"], capture_output=True, text=True).stdout

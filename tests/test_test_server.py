@@ -13,11 +13,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from app.db import pgserver
-from app.db.embedded import admin_url
+from app.db.embedded import admin_url, server
+from app.db.embedded.test_server import RAM_FOLDER, data_folder_for_tests
 from app.db.engine import connect
 from app.db.settings import Settings
-from app.db.test_server import RAM_FOLDER, data_folder_for_tests
 from tests.tools import run_tool
 
 pytestmark = pytest.mark.skipif(
@@ -34,7 +33,7 @@ def suite(tmp_path: Path) -> Iterator[Path]:
     (folder / "pyproject.toml").write_text("[project]\nname = 'other'\n")
     yield folder
     pgdata = data_folder_for_tests(Settings(_env_file=None), folder)
-    pgserver.remove(pgdata)
+    server.remove(pgdata)
     shutil.rmtree(pgdata.parent, ignore_errors=True)
 
 
@@ -73,22 +72,22 @@ async def test_an_idle_server_is_stopped_and_its_data_removed_but_not_while_a_cl
     started = run_tool(*EMBEDDED, "start", env=env, cwd=suite)
     assert started.returncode == 0, started.stderr
     pgdata = in_memory_folder(suite) / "pgdata"
-    running = pgserver.read_running(pgdata)
+    running = server.read_running(pgdata)
     assert running is not None
 
     conn = await connect(admin_url(running))
     try:
         time.sleep(4)  # twice the idle time, with a client connected
-        assert pgserver.read_running(pgdata) is not None
+        assert server.read_running(pgdata) is not None
     finally:
         await conn.close()
 
-    assert wait_for(lambda: pgserver.read_running(pgdata) is None, 15)
+    assert wait_for(lambda: server.read_running(pgdata) is None, 15)
     assert wait_for(lambda: not any(pgdata.iterdir()), 5)
     # The next start makes a new server in the emptied folder.
     again = run_tool(*EMBEDDED, "start", env={"EMBEDDED_TEST_IDLE_SECONDS": "0"}, cwd=suite)
     assert again.returncode == 0, again.stderr
-    assert pgserver.read_running(pgdata) is not None
+    assert server.read_running(pgdata) is not None
 
 
 def test_the_folder_of_a_suite_that_no_longer_exists_is_cleared_by_the_next_start(
@@ -100,7 +99,7 @@ def test_the_folder_of_a_suite_that_no_longer_exists_is_cleared_by_the_next_star
     (gone / "pyproject.toml").write_text("[project]\nname = 'gone'\n")
     assert run_tool(*EMBEDDED, "start", env=env, cwd=gone).returncode == 0
     orphan = in_memory_folder(gone)
-    running = pgserver.read_running(orphan / "pgdata")
+    running = server.read_running(orphan / "pgdata")
     assert running is not None
     shutil.rmtree(gone)
 

@@ -34,10 +34,10 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.db.embedded import DATABASE_NAMES
+from app.db.embedded.test_server import server_url_for_tests, suite_id
 from app.db.engine import create_engine
 from app.db.errors import ConfigurationError
 from app.db.settings import Environment, Settings, load_settings
-from app.db.test_server import server_url_for_tests, suite_id
 from app.db.urls import parse_database_url
 from app.models import Base
 from app.testing.databases import (

@@ -23,8 +23,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import URL
 
-from app.db import pgserver
-from app.db.embedded import admin_url, data_folder, server_url
+from app.db.embedded import admin_url, data_folder, server, server_url
 from app.db.errors import ConfigurationError
 from app.db.settings import Settings
 
@@ -93,7 +92,7 @@ def server_url_for_tests(settings: Settings, suite: Path) -> URL:
     pgdata = data_folder_for_tests(settings, suite, create=True)
     if pgdata == data_folder(settings):
         return server_url(settings)
-    running = pgserver.ensure_running(
+    running = server.ensure_running(
         pgdata, setting="EMBEDDED_TEST_PGDATA", server_settings=SERVER_SETTINGS
     )
     if pgdata.is_relative_to(RAM_FOLDER) and settings.embedded_test_idle_seconds > 0:
@@ -103,7 +102,7 @@ def server_url_for_tests(settings: Settings, suite: Path) -> URL:
 
 def stop_and_remove(pgdata: Path) -> bool:
     """Stop the test server; an in-memory one's data is removed too. False if none ran."""
-    stopped = pgserver.stop(pgdata) if pgdata.exists() else False
+    stopped = server.stop(pgdata) if pgdata.exists() else False
     if pgdata.is_relative_to(RAM_FOLDER):
         shutil.rmtree(pgdata.parent, ignore_errors=True)
     return stopped
@@ -114,12 +113,12 @@ def clear_orphans() -> list[Path]:
     and those of earlier versions that recorded no suite and whose server is not running."""
     cleared = []
     for folder in RAM_FOLDER.glob(f"{FOLDER_PREFIX}*"):
-        with contextlib.suppress(OSError, pgserver.EmbeddedServerError):
+        with contextlib.suppress(OSError, server.EmbeddedServerError):
             record = folder / SUITE_FILE
             if record.is_file():
                 if Path(record.read_text(encoding="utf-8")).exists():
                     continue
-            elif pgserver.read_running(folder / "pgdata") is not None:
+            elif server.read_running(folder / "pgdata") is not None:
                 continue
             stop_and_remove(folder / "pgdata")
             cleared.append(folder)
@@ -131,7 +130,14 @@ def _start_watcher(pgdata: Path, idle_seconds: float) -> None:
     if _watcher_running(pgdata):
         return
     subprocess.run(  # returns at once: the watcher detaches (see main)
-        [sys.executable, "-m", "app.db.test_server", "watch", str(pgdata), str(idle_seconds)],
+        [
+            sys.executable,
+            "-m",
+            "app.db.embedded.test_server",
+            "watch",
+            str(pgdata),
+            str(idle_seconds),
+        ],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -157,7 +163,7 @@ def _watcher_running(pgdata: Path) -> bool:
     return False
 
 
-def client_count(running: pgserver.Running) -> int:
+def client_count(running: server.Running) -> int:
     """Client sessions of the server: its processes titled `[local]` (it listens on a
     Unix socket only), counted without connecting, so the watcher is never a client."""
     import psutil
@@ -182,7 +188,7 @@ def watch(pgdata: Path, idle_seconds: float) -> None:
     last_busy = time.monotonic()
     while True:
         time.sleep(check_every)
-        running = pgserver.read_running(pgdata)
+        running = server.read_running(pgdata)
         if running is None:
             return
         if client_count(running) > 0:
@@ -196,12 +202,12 @@ def _stop_if_still_idle(pgdata: Path) -> None:
     """Stop and empty the data folder, under the same lock as a start, unless a client
     came in meanwhile. The folder itself stays, empty: a start waiting on the lock then
     makes a new server in it."""
-    with pgserver.locked(pgdata):
-        running = pgserver.read_running(pgdata)
+    with server.locked(pgdata):
+        running = server.read_running(pgdata)
         if running is not None and client_count(running) > 0:
             return
         if running is not None:
-            pgserver.stop_locked(pgdata)
+            server.stop_locked(pgdata)
         for item in pgdata.iterdir():
             if item.is_dir() and not item.is_symlink():
                 shutil.rmtree(item, ignore_errors=True)
@@ -210,7 +216,7 @@ def _stop_if_still_idle(pgdata: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m app.db.test_server")
+    parser = argparse.ArgumentParser(prog=f"python -m {__name__}")
     parser.add_argument("action", choices=["watch"])
     parser.add_argument("pgdata", type=Path)
     parser.add_argument("idle_seconds", type=float)

