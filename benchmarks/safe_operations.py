@@ -4,7 +4,7 @@
 
 The table is filled at the baseline and migrated to head; then, for each operation, the
 plain statement (one transaction, no lock_timeout: what a plain `op.*` revision does) and
-the `app.db.safe_migrations` operation run while a writer inserts and updates every 2 ms
+the `app.db.migrate.safe` operation run while a writer inserts and updates every 2 ms
 (latency measured from each write's scheduled time), first alone, then right after another
 session opened a transaction on the table that stays open for --hold seconds. Each is
 undone before the next; the first case changes nothing (the control). Prints for each the
@@ -24,9 +24,9 @@ from pathlib import Path
 
 from sqlalchemy.engine import URL
 
-from app.db import safe_migrations as safe
 from app.db.embedded import database_url
 from app.db.engine import connect, create_engine
+from app.db.migrate import safe
 from app.db.settings import PROJECT_ROOT, load_settings
 from app.db.urls import parse_database_url
 from benchmarks.scratch import admin, build_template, exists, migrate_with_alembic

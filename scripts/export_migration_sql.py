@@ -16,9 +16,9 @@ import sys
 
 from alembic import command
 
-from app.db.feature_state import BASELINE_REVISION as BASELINE
-from app.db.feature_state import FEATURE_REVISION as FEATURE
-from app.db.migrations import alembic_config
+from app.db.migrate.feature_state import BASELINE_REVISION as BASELINE
+from app.db.migrate.feature_state import FEATURE_REVISION as FEATURE
+from app.db.migrate.steps import alembic_config
 from app.db.settings import PROJECT_ROOT
 
 FILES = {

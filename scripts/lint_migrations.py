@@ -7,7 +7,7 @@ what squawk cannot see.
    to the last revision that may be downgraded to); each finding names the revision file,
    the direction, the rule, why it matters and the statement. Locking hazards are listed
    apart from squawk's other findings; both fail.
-2. Every revision must change the schema through `app.db.safe_migrations`: a direct
+2. Every revision must change the schema through `app.db.migrate.safe`: a direct
    `op.<operation>(...)` call (plain `op.add_column`, `op.create_index`, ...: one
    transaction, locks held for the whole scan) fails, like strong_migrations does, unless
    its line ends with `# lint: accepted <reason>`. Each unsafe operation a revision
@@ -33,7 +33,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import Script, ScriptDirectory
 
-from app.db.migrations import MIGRATIONS, alembic_config, shorten
+from app.db.migrate.steps import MIGRATIONS, alembic_config, shorten
 from app.db.settings import PROJECT_ROOT
 
 VERSIONS = MIGRATIONS / "versions"
@@ -58,7 +58,7 @@ def unsafe_calls(source: str, path: str) -> list[str]:
     """`op.<name>(...)` calls not marked as accepted, one line each."""
     return [
         f"{path}:{line}: op.{name}() is not lock-safe on a big, busy table; use "
-        f"app.db.safe_migrations (or end the line with '{ACCEPTED}<reason>')"
+        f"app.db.migrate.safe (or end the line with '{ACCEPTED}<reason>')"
         for line, name, reason in _op_calls(source, path)
         if not reason
     ]

@@ -21,7 +21,7 @@ from sqlalchemy import Connection, text
 from app.db.cli import run_command
 from app.db.embedded import database_url
 from app.db.engine import engine_from_settings, translate_connect_errors
-from app.db.migrations import (
+from app.db.migrate.steps import (
     LOCK_TIMEOUT,
     Step,
     alembic_config,

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy.engine import URL
 
 from app.db.engine import connect
-from app.db.migrations import MIGRATIONS
+from app.db.migrate.steps import MIGRATIONS
 from app.db.settings import PROJECT_ROOT
 
 GUIDE = PROJECT_ROOT / "docs" / "spec" / "collection-jobs-migration-guide.ko.md"

@@ -16,7 +16,7 @@ from alembic.config import Config
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.engine import URL
 
-from app.db.migrations import MIGRATIONS, alembic_config
+from app.db.migrate.steps import MIGRATIONS, alembic_config
 from app.db.settings import Environment
 from app.models import Base
 from scripts.lint_migrations import revision_sql, squawk, unsafe_calls

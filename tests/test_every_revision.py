@@ -19,8 +19,8 @@ from alembic.util import CommandError
 from sqlalchemy.engine import URL
 
 from app.db.engine import connect
-from app.db.introspect import diff_schemas
-from app.db.migrations import alembic_config, planning
+from app.db.migrate.introspect import diff_schemas
+from app.db.migrate.steps import alembic_config, planning
 from app.db.settings import PROJECT_ROOT
 from tests.conftest import ScratchFactory
 from tests.guide import fetch
@@ -229,7 +229,7 @@ async def test_killed_inside_each_step_it_finishes_when_run_again(
             line = await asyncio.wait_for(asyncio.to_thread(process.stderr.readline), 60)
             assert line, f"the upgrade ended before step {step}"
             started = started or "Running upgrade" in line
-            finished += "[app.db.migrations]" in line and ", attempt " in line
+            finished += "[app.db.migrate.steps]" in line and ", attempt " in line
         if concurrent:  # inside the build: waiting for the old snapshot
             while await fetch(
                 url,

@@ -36,7 +36,7 @@ def test_plain_alembic_operations_fail_unless_accepted_with_a_reason() -> None:
     problems = unsafe_calls(UNSAFE_REVISION, "versions/x.py")
     assert [p.split(":")[1] for p in problems] == ["7", "8"]
     assert "op.add_column() is not lock-safe" in problems[0]
-    assert "app.db.safe_migrations" in problems[0]
+    assert "app.db.migrate.safe" in problems[0]
 
 
 def test_squawk_finds_an_index_built_without_concurrently_and_names_the_revision() -> None:
@@ -66,7 +66,7 @@ def test_an_integer_column_is_a_choice_of_the_model_not_a_locking_hazard() -> No
 
 def test_accepted_risks_are_listed_with_their_reason() -> None:
     source = (
-        "from app.db import safe_migrations as safe\n\n\n"
+        "from app.db.migrate import safe\n\n\n"
         "def upgrade() -> None:\n"
         "    safe.run(safe.rename_column('t', 'a', 'b', accepted='nothing reads t yet'))\n"
     )

@@ -20,10 +20,10 @@ from sqlalchemy.engine import URL
 from app.db.embedded import server
 from app.db.engine import connect
 from app.db.errors import MarkerRefusedError
-from app.db.feature_state import BASELINE_REVISION, FEATURE_REVISION
-from app.db.introspect import Schema, diff_schemas
 from app.db.marker import marker_after_migration
-from app.db.migrations import alembic_config
+from app.db.migrate.feature_state import BASELINE_REVISION, FEATURE_REVISION
+from app.db.migrate.introspect import Schema, diff_schemas
+from app.db.migrate.steps import alembic_config
 from app.db.settings import PROJECT_ROOT, Environment
 from app.db.urls import libpq_env
 from tests.conftest import ScratchFactory
@@ -142,7 +142,7 @@ async def test_blocking_steps_wait_and_retry_behind_a_long_transaction(
     await alembic(url, "upgrade", BASELINE)
     holder = await connect(url)
     await holder.execute("BEGIN; LOCK TABLE data_collection_logs IN ROW EXCLUSIVE MODE")
-    caplog.set_level(logging.WARNING, logger="app.db.migrations")
+    caplog.set_level(logging.WARNING, logger="app.db.migrate.steps")
     upgrade = asyncio.create_task(alembic(url, "upgrade", "head"))
     await asyncio.sleep(1.0)
     assert not upgrade.done()

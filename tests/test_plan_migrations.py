@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from app.db.migrations import shorten
+from app.db.migrate.steps import shorten
 from tests.conftest import ScratchFactory
 from tests.guide import fetch
 from tests.test_migrations import at_baseline_with_logs, bookkeeping

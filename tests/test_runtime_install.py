@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from app.db.embedded.server import NOT_INSTALLED
-from app.db.migrations import MIGRATIONS
+from app.db.migrate.steps import MIGRATIONS
 from tests.conftest import ScratchFactory
 from tests.tools import SCRIPTS, assert_one_line_error, run_tool, url_env
 

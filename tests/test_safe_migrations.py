@@ -1,4 +1,4 @@
-"""app.db.safe_migrations on a real server: each operation does what it says, twice in a
+"""app.db.migrate.safe on a real server: each operation does what it says, twice in a
 row is a no-op, and what cannot be safe is refused unless accepted with a reason."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import URL
 
-from app.db import safe_migrations as safe
 from app.db.engine import create_engine
-from app.db.safe_migrations import Operation, UnsafeOperationError
+from app.db.migrate import safe
+from app.db.migrate.safe import Operation, UnsafeOperationError
 from tests.conftest import ScratchFactory
 from tests.guide import fetch, run_script
 
@@ -75,7 +75,7 @@ def test_what_cannot_be_safe_is_refused_with_the_safe_alternative(
 async def test_an_accepted_risk_runs_and_its_reason_is_logged(
     items: URL, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="app.db.safe_migrations")
+    caplog.set_level(logging.WARNING, logger="app.db.migrate.safe")
     reason = "items has 500 rows and no writers during the release"
     await apply(items, safe.alter_column_type("items", "code", "VARCHAR(10)", accepted=reason))
     assert any(reason in r.getMessage() for r in caplog.records)

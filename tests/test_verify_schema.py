@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import URL
 
-from app.db.feature_state import FEATURE_REVISION
+from app.db.migrate.feature_state import FEATURE_REVISION
 from app.db.settings import PROJECT_ROOT
 from tests.conftest import RoleFactory, ScratchFactory
 from tests.guide import ALTER_LOGS, BASELINE_SQL, CREATE_TABLE, fetch, run_script

@@ -1,9 +1,9 @@
-"""What long migration steps report about themselves (app.db.waits)."""
+"""What long migration steps report about themselves (app.db.migrate.waits)."""
 
 from __future__ import annotations
 
 from app.db.engine import connect
-from app.db.waits import index_build_progress, scan_progress
+from app.db.migrate.waits import index_build_progress, scan_progress
 from tests.conftest import ScratchFactory
 from tests.test_migrations import at_baseline_with_logs
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from alembic import command
 from sqlalchemy.engine import URL
 
-from app.db.migrations import alembic_config
+from app.db.migrate.steps import alembic_config
 from app.db.settings import PROJECT_ROOT, Environment
 
 SCRIPTS = PROJECT_ROOT / "scripts"

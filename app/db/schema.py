@@ -18,9 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.db.errors import EnvironmentRefusedError, NotConfirmedError
 from app.db.marker import check_reset_allowed, count_user_tables, read_marker, write_marker
-from app.db.migrations import stamp_head
+from app.db.migrate.steps import stamp_head
+from app.db.migrate.waits import WaitWatcher
 from app.db.settings import RESETTABLE_ENVIRONMENTS, Environment
-from app.db.waits import WaitWatcher
 from app.models import Base
 
 INIT_DB_LOCK_KEY = 0x636F6C6C_6A6F6273  # "colljobs": serialises resets and migrations

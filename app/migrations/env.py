@@ -30,13 +30,13 @@ from app.db.marker import (
     read_marker,
     write_marker,
 )
-from app.db.migrations import (
+from app.db.migrate.autogenerate import rewrite
+from app.db.migrate.steps import (
     PROGRESS_OPTION,
     RETRY_OPTION,
     WATCH_OPTION,
     refuse_irreversible,
 )
-from app.db.safe_autogenerate import rewrite
 from app.db.schema import INIT_DB_LOCK_KEY
 from app.db.settings import Environment, load_settings
 from app.models import Base

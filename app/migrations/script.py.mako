@@ -7,7 +7,7 @@ Create Date: ${create_date}
 
 from collections.abc import Sequence
 
-${imports if imports else "from app.db import safe_migrations as safe"}
+${imports if imports else "from app.db.migrate import safe"}
 
 revision: str = ${repr(up_revision)}
 down_revision: str | Sequence[str] | None = ${repr(down_revision)}
@@ -15,7 +15,7 @@ branch_labels: str | Sequence[str] | None = ${repr(branch_labels)}
 depends_on: str | Sequence[str] | None = ${repr(depends_on)}
 
 
-# Change the schema through app.db.safe_migrations (README: "Writing a new revision"):
+# Change the schema through app.db.migrate.safe (README: "Writing a new revision"):
 # scripts/lint_migrations.py fails a revision that calls Alembic's operations directly.
 
 

@@ -24,7 +24,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from app.db.engine import connect, create_engine
 from app.db.marker import CREATE_MARKER_SQL
-from app.db.migrations import MIGRATIONS
+from app.db.migrate.steps import MIGRATIONS
 from app.db.schema import init_db
 from app.db.settings import Environment
 

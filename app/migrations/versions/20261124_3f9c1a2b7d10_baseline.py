@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from app.db import safe_migrations as safe
-from app.db.migrations import IrreversibleMigrationError, sql_statements
+from app.db.migrate.steps import IrreversibleMigrationError, sql_statements
 
 revision: str = "3f9c1a2b7d10"
 down_revision: str | Sequence[str] | None = None

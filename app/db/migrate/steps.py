@@ -28,8 +28,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
 from app.db.errors import DatabaseSetupError
-from app.db.settings import DEFAULT_LOCK_RETRY_SECONDS
-from app.db.waits import (
+from app.db.migrate.waits import (
     LOCK_HOLDERS_SQL,
     Progress,
     Session,
@@ -38,6 +37,7 @@ from app.db.waits import (
     index_build_progress,
     scan_progress,
 )
+from app.db.settings import DEFAULT_LOCK_RETRY_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class Step:
     blocks_writers: bool
     """True when the statement takes a lock that writers of the table would queue behind."""
     accepted: str | None = None
-    """Why the revision runs this unsafe statement anyway (see app.db.safe_migrations)."""
+    """Why the revision runs this unsafe statement anyway (see app.db.migrate.safe)."""
 
 
 _planned: ContextVar[list[Step] | None] = ContextVar("planned", default=None)
@@ -251,7 +251,7 @@ def sql_statements(script: str) -> list[str]:
     return [stmt.strip() for stmt in "\n".join(lines).split(";") if stmt.strip()]
 
 
-MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 """The revisions, their environment and `alembic.ini`: inside the package, so an installed
 copy (a production image, another team's suite) has them too."""
 

@@ -1,7 +1,7 @@
 """`alembic revision --autogenerate` writes revisions on the safe operations.
 
 `rewrite` is env.py's `process_revision_directives`: every operation Alembic detected is
-replaced by the `app.db.safe_migrations` call that does the same without long locks. What
+replaced by the `app.db.migrate.safe` call that does the same without long locks. What
 has no safe form is left as Alembic wrote it (`op.*`), and `scripts/lint_migrations.py`
 then fails the revision until someone rewrites it or marks it accepted with a reason.
 """
@@ -46,7 +46,7 @@ def rewrite(context: MigrationContext, revision: Any, directives: list[Any]) -> 
         for container in (script.upgrade_ops, script.downgrade_ops):
             container.ops, left = _rewrite(container.ops)
             plain_left = plain_left or left
-        script.imports.add("from app.db import safe_migrations as safe")
+        script.imports.add("from app.db.migrate import safe")
         if plain_left:
             script.imports.update({"from alembic import op", "import sqlalchemy as sa"})
 
