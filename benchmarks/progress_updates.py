@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.db.embedded import database_url
 from app.db.engine import connect, create_engine
-from app.db.schema import init_db
+from app.db.reset.init_db import init_db
 from app.db.settings import Environment, load_settings
 from app.models import CollectionType
 from app.services import collection_jobs as jobs

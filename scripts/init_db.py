@@ -18,7 +18,7 @@ from app.db.cli import run_command
 from app.db.embedded import database_url
 from app.db.engine import engine_from_settings, translate_connect_errors
 from app.db.errors import NotConfirmedError
-from app.db.schema import Confirm, ResetPlan, ResetReport, init_db, require_resettable
+from app.db.reset.init_db import Confirm, ResetPlan, ResetReport, init_db, require_resettable
 from app.db.settings import load_settings
 from app.db.urls import describe_url
 

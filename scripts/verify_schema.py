@@ -21,10 +21,10 @@ from sqlalchemy import Connection, text
 from app.db.cli import run_command
 from app.db.embedded import database_url
 from app.db.engine import engine_from_settings, translate_connect_errors
-from app.db.marker import read_marker
 from app.db.migrate.feature_state import feature_state
 from app.db.migrate.introspect import diff_schemas, moved_columns, read_schema
 from app.db.migrate.steps import alembic_config
+from app.db.reset.marker import read_marker
 from app.db.settings import load_settings
 from app.db.urls import describe_url
 from app.models import Base

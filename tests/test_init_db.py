@@ -15,7 +15,7 @@ from sqlalchemy.engine import URL
 
 from app.db.engine import connect, create_engine
 from app.db.errors import EnvironmentRefusedError, MarkerRefusedError, NotConfirmedError
-from app.db.schema import INIT_DB_LOCK_KEY, Phase, ResetPlan, init_db
+from app.db.reset.init_db import INIT_DB_LOCK_KEY, Phase, ResetPlan, init_db
 from app.db.settings import PROJECT_ROOT, Environment
 from app.models import Base, JobStatus
 from tests import tools

@@ -20,10 +20,10 @@ from sqlalchemy.engine import URL
 from app.db.embedded import server
 from app.db.engine import connect
 from app.db.errors import MarkerRefusedError
-from app.db.marker import marker_after_migration
 from app.db.migrate.feature_state import BASELINE_REVISION, FEATURE_REVISION
 from app.db.migrate.introspect import Schema, diff_schemas
 from app.db.migrate.steps import alembic_config
+from app.db.reset.marker import marker_after_migration
 from app.db.settings import PROJECT_ROOT, Environment
 from app.db.urls import libpq_env
 from tests.conftest import ScratchFactory

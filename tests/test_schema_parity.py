@@ -9,7 +9,7 @@ from sqlalchemy.engine import URL
 from app.db.engine import create_engine
 from app.db.migrate.feature_state import FEATURE_REVISION
 from app.db.migrate.introspect import Schema, diff_schemas, moved_columns, read_schema
-from app.db.schema import init_db
+from app.db.reset.init_db import init_db
 from app.db.settings import Environment
 from tests.conftest import ScratchFactory
 from tests.guide import (

@@ -22,14 +22,6 @@ from sqlalchemy.engine import URL
 from app.db.embedded import database_url
 from app.db.engine import engine_from_settings, translate_connect_errors
 from app.db.errors import ConfigurationError, DatabaseSetupError
-from app.db.marker import (
-    MARKER_TABLE,
-    check_migration_allowed,
-    count_user_tables,
-    marker_after_migration,
-    read_marker,
-    write_marker,
-)
 from app.db.migrate.autogenerate import rewrite
 from app.db.migrate.steps import (
     PROGRESS_OPTION,
@@ -37,7 +29,15 @@ from app.db.migrate.steps import (
     WATCH_OPTION,
     refuse_irreversible,
 )
-from app.db.schema import INIT_DB_LOCK_KEY
+from app.db.reset.init_db import INIT_DB_LOCK_KEY
+from app.db.reset.marker import (
+    MARKER_TABLE,
+    check_migration_allowed,
+    count_user_tables,
+    marker_after_migration,
+    read_marker,
+    write_marker,
+)
 from app.db.settings import Environment, load_settings
 from app.models import Base
 

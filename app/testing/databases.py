@@ -23,9 +23,9 @@ from sqlalchemy.engine import URL
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from app.db.engine import connect, create_engine
-from app.db.marker import CREATE_MARKER_SQL
 from app.db.migrate.steps import MIGRATIONS
-from app.db.schema import init_db
+from app.db.reset.init_db import init_db
+from app.db.reset.marker import CREATE_MARKER_SQL
 from app.db.settings import Environment
 
 CloneFactory = Callable[[], Awaitable[URL]]

@@ -17,9 +17,9 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.db.errors import EnvironmentRefusedError, NotConfirmedError
-from app.db.marker import check_reset_allowed, count_user_tables, read_marker, write_marker
 from app.db.migrate.steps import stamp_head
 from app.db.migrate.waits import WaitWatcher
+from app.db.reset.marker import check_reset_allowed, count_user_tables, read_marker, write_marker
 from app.db.settings import RESETTABLE_ENVIRONMENTS, Environment
 from app.models import Base
 
@@ -116,7 +116,7 @@ async def init_db(
             await conn.run_sync(stamp_head)  # the schema is head's: later migrations apply
             seeded: dict[str, int] = {}
             if seed:
-                from app.db.seed import load_sample
+                from app.db.reset.seed import load_sample
 
                 async with AsyncSession(bind=conn, join_transaction_mode="create_savepoint") as s:
                     seeded = await load_sample(s)
