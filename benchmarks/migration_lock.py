@@ -28,7 +28,7 @@ from app.db.engine import connect
 from app.db.settings import load_settings
 from benchmarks.scratch import admin, build_template, migrate_with_alembic
 from benchmarks.writer_stalls import Result, measure_action, probe_folder
-from tests.guide import ALTER_LOGS, CREATE_TABLE
+from tests.helpers.guide import ALTER_LOGS, CREATE_TABLE
 
 
 async def migrate_with_guide_sql(url: URL) -> None:

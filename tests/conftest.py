@@ -52,7 +52,7 @@ async def scratch_db(
 @pytest.fixture(scope="session")
 def secured_server() -> Iterator[URL]:
     """A throwaway server with password authentication on 127.0.0.1 (no TLS)."""
-    from tests.password_server import password_server
+    from tests.helpers.password_server import password_server
 
     with password_server() as url:
         yield url

@@ -21,7 +21,7 @@ from app.db.settings import Environment
 from app.models import Base
 from scripts.lint_migrations import revision_sql, squawk, unsafe_calls
 from tests.conftest import ScratchFactory
-from tests.guide import fetch
+from tests.helpers.guide import fetch
 
 
 def changed_models() -> sa.MetaData:

@@ -20,8 +20,8 @@ from scripts.backup_db import (
     dump,
 )
 from tests.conftest import ScratchFactory
+from tests.helpers.tools import assert_one_line_error, assert_secret_hidden, run_tool, url_env
 from tests.test_schema_parity import built_by_init_db
-from tests.tools import assert_one_line_error, assert_secret_hidden, run_tool, url_env
 
 BACKUP = str(PROJECT_ROOT / "scripts" / "backup_db.py")
 

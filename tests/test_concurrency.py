@@ -23,7 +23,7 @@ from app.models import Analyst, CollectionJob, CollectionType, JobStatus
 from app.services import collection_jobs as jobs
 from app.testing.databases import CloneFactory
 from app.testing.factories import make_running_job
-from tests.pgbouncer import find_pgbouncer, pgbouncer
+from tests.helpers.pgbouncer import find_pgbouncer, pgbouncer
 
 CLIENTS = 16
 

@@ -15,7 +15,7 @@ import pytest
 from app.db import embedded as embedded_module
 from app.db.embedded import server
 from app.db.settings import DEFAULT_PGDATA, Settings
-from tests.tools import SCRIPTS, assert_one_line_error, run_tool
+from tests.helpers.tools import SCRIPTS, assert_one_line_error, run_tool
 
 EMBEDDED = ("-m", "app.db.embedded")
 

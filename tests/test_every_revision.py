@@ -23,10 +23,10 @@ from app.db.migrate.introspect import diff_schemas
 from app.db.migrate.steps import alembic_config, planning
 from app.db.settings import PROJECT_ROOT
 from tests.conftest import ScratchFactory
-from tests.guide import fetch
+from tests.helpers.guide import fetch
+from tests.helpers.tools import alembic, url_env
 from tests.test_migrations import models_schema, version
 from tests.test_schema_parity import schema_of
-from tests.tools import alembic, url_env
 
 SCRIPT = ScriptDirectory.from_config(alembic_config())
 REVISIONS = [

@@ -18,11 +18,11 @@ from app.db.errors import EnvironmentRefusedError, MarkerRefusedError, NotConfir
 from app.db.reset.init_db import INIT_DB_LOCK_KEY, Phase, ResetPlan, init_db
 from app.db.settings import PROJECT_ROOT, Environment
 from app.models import Base, JobStatus
-from tests import tools
 from tests.conftest import RoleFactory, ScratchFactory
-from tests.guide import BASELINE_SQL, fetch, run_script
-from tests.password_server import PASSWORD
-from tests.tools import assert_secret_hidden, run_tool, url_env
+from tests.helpers import tools
+from tests.helpers.guide import BASELINE_SQL, fetch, run_script
+from tests.helpers.password_server import PASSWORD
+from tests.helpers.tools import assert_secret_hidden, run_tool, url_env
 
 INIT_DB = str(PROJECT_ROOT / "scripts" / "init_db.py")
 MODEL_TABLES = sorted(Base.metadata.tables)

@@ -11,7 +11,7 @@ from scripts.lint_migrations import (
     squawk,
     unsafe_calls,
 )
-from tests.tools import SCRIPTS, run_tool
+from tests.helpers.tools import SCRIPTS, run_tool
 
 UNSAFE_REVISION = """
 from alembic import op

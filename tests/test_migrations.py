@@ -27,10 +27,10 @@ from app.db.reset.marker import marker_after_migration
 from app.db.settings import PROJECT_ROOT, Environment
 from app.db.urls import libpq_env
 from tests.conftest import ScratchFactory
-from tests.guide import BASELINE_SQL, fetch, run_script
+from tests.helpers.guide import BASELINE_SQL, fetch, run_script
+from tests.helpers.tools import alembic, url_env
 from tests.test_init_db import reset
 from tests.test_schema_parity import built_by_init_db, schema_of
-from tests.tools import alembic, url_env
 
 BASELINE, FEATURE = BASELINE_REVISION, FEATURE_REVISION
 HEAD = str(ScriptDirectory.from_config(alembic_config()).get_current_head())

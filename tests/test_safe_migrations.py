@@ -15,7 +15,7 @@ from app.db.engine import create_engine
 from app.db.migrate import safe
 from app.db.migrate.safe import Operation, UnsafeOperationError
 from tests.conftest import ScratchFactory
-from tests.guide import fetch, run_script
+from tests.helpers.guide import fetch, run_script
 
 
 async def apply(url: URL, *operations: Operation) -> None:

@@ -12,7 +12,7 @@ from app.db.migrate.introspect import Schema, diff_schemas, moved_columns, read_
 from app.db.reset.init_db import init_db
 from app.db.settings import Environment
 from tests.conftest import ScratchFactory
-from tests.guide import (
+from tests.helpers.guide import (
     ALTER_LOGS,
     BASELINE_SQL,
     CHECK_COLUMN,
@@ -23,7 +23,7 @@ from tests.guide import (
     fetch,
     run_script,
 )
-from tests.tools import alembic
+from tests.helpers.tools import alembic
 
 
 async def schema_of(url: URL) -> Schema:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from app.db.settings import PROJECT_ROOT
-from tests.tools import SCRIPTS, assert_secret_hidden, run_tool
+from tests.helpers.tools import SCRIPTS, assert_secret_hidden, run_tool
 
 PASSWORD = "Kq3-First@Half-9z"
 ALEMBIC = ("-m", "alembic", "-c", str(PROJECT_ROOT / "alembic.ini"))

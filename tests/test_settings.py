@@ -14,7 +14,7 @@ from app.db.urls import (
     libpq_env,
     ssl_connect_args,
 )
-from tests.tools import assert_secret_hidden
+from tests.helpers.tools import assert_secret_hidden
 
 SECRET = "s3cr3t-pw"
 

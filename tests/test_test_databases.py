@@ -28,7 +28,7 @@ from app.testing.databases import (
     schema_fingerprint,
     template_name,
 )
-from tests.guide import fetch, run_script
+from tests.helpers.guide import fetch, run_script
 
 
 def changed_models() -> MetaData:

@@ -17,7 +17,7 @@ from app.db.embedded import admin_url, server
 from app.db.embedded.test_server import RAM_FOLDER, data_folder_for_tests
 from app.db.engine import connect
 from app.db.settings import Settings
-from tests.tools import run_tool
+from tests.helpers.tools import run_tool
 
 pytestmark = pytest.mark.skipif(
     not (RAM_FOLDER.is_dir() and os.access(RAM_FOLDER, os.W_OK)), reason="no /dev/shm here"

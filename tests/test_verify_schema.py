@@ -12,10 +12,10 @@ from sqlalchemy.engine import URL
 from app.db.migrate.feature_state import FEATURE_REVISION
 from app.db.settings import PROJECT_ROOT
 from tests.conftest import RoleFactory, ScratchFactory
-from tests.guide import ALTER_LOGS, BASELINE_SQL, CREATE_TABLE, fetch, run_script
+from tests.helpers.guide import ALTER_LOGS, BASELINE_SQL, CREATE_TABLE, fetch, run_script
+from tests.helpers.tools import alembic
 from tests.test_migrations import psql
 from tests.test_schema_parity import built_by_init_db
-from tests.tools import alembic
 
 
 def verify(url: URL, cwd: Path) -> subprocess.CompletedProcess[str]:
