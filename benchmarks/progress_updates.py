@@ -4,7 +4,7 @@
 
 Progress: --workers concurrent workers, each on its own connection and its own running job,
 send reports for --seconds, in alternating rounds: through `report_progress` on an
-autocommit connection (the worker set-up the README recommends), as the very same UPDATE
+autocommit connection (the worker set-up docs/jobs.md recommends), as the very same UPDATE
 statement sent with raw asyncpg (autocommit too), and, for comparison, through
 `report_progress` in a session that commits each report (BEGIN, UPDATE, COMMIT).
 Logs: batches of --batch rows written with `add_job_logs` and with asyncpg's

@@ -208,3 +208,7 @@ async def main() -> None:
     finally:
         if not args.keep:
             await admin(base, f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

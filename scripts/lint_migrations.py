@@ -19,6 +19,7 @@ Exit 0 when clean, 1 with one line per problem.
 
 from __future__ import annotations
 
+import argparse
 import ast
 import io
 import json
@@ -217,7 +218,10 @@ def _statement_at(sql: str, line: int) -> str:
     return shorten(rest.split(";", 1)[0], 110)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(
+        prog="lint_migrations.py", description="Lint every revision as CI does."
+    ).parse_args(argv)
     problems, risks = [], []
     revisions = sorted(VERSIONS.glob("*.py"))
     for path in revisions:

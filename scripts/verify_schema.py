@@ -13,6 +13,7 @@ init_db's codes (2, 6, 7, 11) for settings, connection and server failures.
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from alembic.script import ScriptDirectory
@@ -152,7 +153,11 @@ async def run() -> int:
     return 1 if failed else 0
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(
+        prog="verify_schema.py",
+        description="Check a migrated database against the guide and the models (read-only).",
+    ).parse_args(argv)
     return run_command(
         "verify_schema", run(), interrupted=lambda: "interrupted; it changes nothing, run it again"
     )

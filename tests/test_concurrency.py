@@ -222,7 +222,7 @@ async def test_a_cancel_racing_with_reports_wins_and_no_report_lands_after_it(
     assert final.updated_at == final.completed_at
 
 
-@pytest.mark.parametrize("route", ["direct"])  # PgBouncer < 1.21 needs sessions (README)
+@pytest.mark.parametrize("route", ["direct"])  # PgBouncer < 1.21 needs sessions (docs/jobs.md)
 async def test_reports_on_an_autocommit_connection_match_reports_in_a_session(
     workers: AsyncEngine,
 ) -> None:

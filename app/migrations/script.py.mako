@@ -15,7 +15,7 @@ branch_labels: str | Sequence[str] | None = ${repr(branch_labels)}
 depends_on: str | Sequence[str] | None = ${repr(depends_on)}
 
 
-# Change the schema through app.db.migrate.safe (README: "Writing a new revision"):
+# Change the schema through app.db.migrate.safe (docs/revisions.md):
 # scripts/lint_migrations.py fails a revision that calls Alembic's operations directly.
 
 
