@@ -446,11 +446,9 @@ async def test_logs_for_a_missing_job_write_nothing(session: AsyncSession) -> No
     assert await jobs.add_job_logs(session, uuid.uuid4(), []) == 0
 
 
-async def test_an_analysts_jobs_newest_first_by_status_in_pages(session: AsyncSession) -> None:
-    analyst = await make_analyst(session)
-    someone_else = await make_analyst(session)
-    await make_job(session, someone_else)
-    made = [
+async def newest_first_jobs(session: AsyncSession, analyst: Analyst) -> list[CollectionJob]:
+    """Seven jobs of `analyst`, newest first, completed and pending by turns."""
+    return [
         await make_job(
             session,
             analyst,
@@ -459,6 +457,13 @@ async def test_an_analysts_jobs_newest_first_by_status_in_pages(session: AsyncSe
         )
         for i in range(7)
     ]
+
+
+async def test_an_analysts_jobs_newest_first_by_status_in_pages(session: AsyncSession) -> None:
+    analyst = await make_analyst(session)
+    someone_else = await make_analyst(session)
+    await make_job(session, someone_else)
+    made = await newest_first_jobs(session, analyst)
 
     every = await jobs.list_analyst_jobs(session, analyst.id)
     assert [job.id for job in every.items] == [job.id for job in made]
@@ -482,15 +487,7 @@ async def test_a_cursor_carries_its_filter_and_the_next_page_never_starts_over(
     session: AsyncSession,
 ) -> None:
     analyst = await make_analyst(session)
-    made = [
-        await make_job(
-            session,
-            analyst,
-            created_at=NOW - timedelta(minutes=i),
-            status="completed" if i % 2 else "pending",
-        )
-        for i in range(7)
-    ]
+    made = await newest_first_jobs(session, analyst)
     completed = [job.id for job in made if job.status == "completed"]
 
     first = await jobs.list_analyst_jobs(session, analyst.id, status="completed", limit=2)
