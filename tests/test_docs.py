@@ -1,6 +1,6 @@
 """The README and the docs hold: every relative link leads to a file, every Python sample
-runs as written (on a database of its own, given as DATABASE_URL in the form
-`python -m app.db.embedded url` prints), and every command shown names a script, module,
+runs as written (on a database of its own, given as a plain `postgresql://` DATABASE_URL,
+the form `python -m app.db.embedded url` prints), and every command shown names a script, module,
 tool and options that exist."""
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from app.db.settings import PROJECT_ROOT
-from app.db.urls import psql_url
 from app.testing.databases import CloneFactory
 from tests.helpers.tools import run_tool
 
@@ -51,7 +50,8 @@ def test_the_readme_is_short_enough_to_read_first() -> None:
 async def test_every_python_sample_runs_as_written(
     where: str, code: str, database_of_its_own: CloneFactory, tmp_path: Path
 ) -> None:
-    url = psql_url(await database_of_its_own())
+    clone = await database_of_its_own()  # as a user writes it: postgresql://user:pw@host/db
+    url = clone.set(drivername="postgresql").render_as_string(hide_password=False)
     result = run_tool("-c", code, env={"DATABASE_URL": url, "APP_ENV": "test"}, cwd=tmp_path)
     assert result.returncode == 0, f"{where}:\n{result.stderr[-3000:]}"
 
