@@ -149,8 +149,11 @@ def test_as_root_the_default_data_folder_of_a_private_checkout_moves_to_a_folder
     monkeypatch.setattr(embedded_module, "DEFAULT_PGDATA", default)
     monkeypatch.setattr(embedded_module, "ROOT_FALLBACK", open_folder / "lib")
     modes = {path: path.stat().st_mode for path in (tmp_path, checkout)}
+    settings = Settings(_env_file=None, embedded_pgdata=default)
+    embedded_module.data_folder(settings)  # as `stop` asks: nothing is made
+    assert not (open_folder / "lib").exists()
 
-    pgdata = embedded_module.data_folder(Settings(_env_file=None, embedded_pgdata=default))
+    pgdata = embedded_module.data_folder(settings, create=True)
     try:
         assert pgdata.parent == open_folder / "lib"
         assert pgdata.name.startswith("pgdata-")

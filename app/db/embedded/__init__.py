@@ -51,18 +51,24 @@ ROOT_FALLBACK = Path("/var/lib/collection-jobs-db")
 cannot enter: a folder of our own, so no permission of the user's folders changes."""
 
 
-def data_folder(settings: Settings) -> Path:
-    """The data folder: EMBEDDED_PGDATA, else `.pgdata/` in the checkout (see ROOT_FALLBACK)."""
+def data_folder(settings: Settings, *, create: bool = False) -> Path:
+    """The data folder: EMBEDDED_PGDATA, else `.pgdata/` in the checkout (see ROOT_FALLBACK).
+
+    Only `create` makes ROOT_FALLBACK (or the server's user): stopping or reading makes
+    nothing."""
     pgdata = settings.embedded_pgdata.expanduser().absolute()
-    user = server.server_user()
+    user = server.server_user(create=create)
     if (
         pgdata == DEFAULT_PGDATA
         and user is not None
         and server.blocked_folder(pgdata.parent, user) is not None
     ):
         digest = hashlib.sha256(str(pgdata).encode()).hexdigest()[:12]
-        ROOT_FALLBACK.mkdir(mode=0o755, exist_ok=True)
+        if create:
+            ROOT_FALLBACK.mkdir(mode=0o755, exist_ok=True)
         pgdata = ROOT_FALLBACK / f"pgdata-{digest}"
+    if not create and not pgdata.parent.exists():
+        return pgdata  # nothing was ever made there
     if not pgdata.parent.is_dir():
         raise ConfigurationError(f"EMBEDDED_PGDATA's parent folder {pgdata.parent} does not exist")
     return pgdata.parent.resolve() / pgdata.name
@@ -70,7 +76,7 @@ def data_folder(settings: Settings) -> Path:
 
 def server_url(settings: Settings) -> URL:
     """Start the embedded server if it is not running; return its admin URL."""
-    return admin_url(server.ensure_running(data_folder(settings)))
+    return admin_url(server.ensure_running(data_folder(settings, create=True)))
 
 
 def admin_url(running: server.Running) -> URL:

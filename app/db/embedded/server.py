@@ -165,12 +165,18 @@ def _clear_stale_copies() -> None:
             shutil.rmtree(copy, ignore_errors=True)
 
 
-def server_user() -> pwd.struct_passwd | None:
-    """The user the server runs as: None for ourselves, `embedded_postgres` when root."""
+def server_user(*, create: bool = True) -> pwd.struct_passwd | None:
+    """The user the server runs as: None for ourselves, `embedded_postgres` when root.
+
+    Made on first use; without `create` (a command that only stops or reads) a missing one
+    is stood in for by `nobody`, who may enter the same folders a new system user may.
+    """
     if os.geteuid() != 0:
         return None
     with contextlib.suppress(KeyError):
         return pwd.getpwnam(SERVER_USER)
+    if not create:
+        return pwd.getpwnam("nobody")
     subprocess.run(
         ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVER_USER],
         check=True,

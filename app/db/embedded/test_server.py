@@ -72,7 +72,7 @@ def data_folder_for_tests(settings: Settings, suite: Path, *, create: bool = Fal
             )
         return path.parent.resolve() / path.name
     if not _in_memory():
-        return data_folder(settings)
+        return data_folder(settings, create=create)
     folder = RAM_FOLDER / f"{FOLDER_PREFIX}{hashlib.sha256(str(suite).encode()).hexdigest()[:12]}"
     if create:
         folder.mkdir(mode=0o755, exist_ok=True)
