@@ -34,6 +34,8 @@ SUITE_FILE = "suite"
 WATCHER_LOCK = "idle-watcher.lock"
 SERVER_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 """The test server's data is in memory and thrown away: durability buys nothing there."""
+_RECORD_GRACE_SECONDS = 60
+"""A folder without its record younger than this may be one being made right now."""
 _ROOT_MARKERS = ("pyproject.toml", "pytest.ini", "tox.ini", "setup.cfg")
 
 
@@ -118,8 +120,11 @@ def clear_orphans() -> list[Path]:
             if record.is_file():
                 if Path(record.read_text(encoding="utf-8")).exists():
                     continue
-            elif server.read_running(folder / "pgdata") is not None:
-                continue
+            elif (
+                time.time() - folder.stat().st_mtime < _RECORD_GRACE_SECONDS
+                or server.read_running(folder / "pgdata") is not None
+            ):
+                continue  # being made right now, or an earlier version's running server
             stop_and_remove(folder / "pgdata")
             cleared.append(folder)
     return cleared
