@@ -132,7 +132,7 @@ def dump(
 
 async def run(folder: Path) -> int:
     settings = load_settings()
-    url = await database_url(settings, settings.environment())
+    url = await database_url(settings, settings.environment(), create=False)
     print(f"backup_db: {describe_url(url)}")
     timeout = settings.db_connect_timeout
     check_server_version(await server_version(url, connect_timeout=timeout))

@@ -133,7 +133,7 @@ def describe(conn: Connection, target: str) -> list[str]:
 
 async def run(target: str) -> int:
     settings = load_settings()
-    url = await database_url(settings, settings.environment())
+    url = await database_url(settings, settings.environment(), create=False)
     print(f"plan_migrations: {describe_url(url)}")
     engine = engine_from_settings(settings, url, null_pool=True)
     try:

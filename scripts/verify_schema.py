@@ -136,7 +136,7 @@ SELECT current_user, current_database(),
 
 async def run() -> int:
     settings = load_settings()
-    url = await database_url(settings, settings.environment())
+    url = await database_url(settings, settings.environment(), create=False)
     print(f"verify_schema: {describe_url(url)}")
     engine = engine_from_settings(settings, url, null_pool=True)
     try:

@@ -14,6 +14,7 @@ import pytest
 
 from app.db import embedded as embedded_module
 from app.db.embedded import server
+from app.db.migrate.steps import MIGRATIONS
 from app.db.settings import DEFAULT_PGDATA, Settings
 from tests.helpers.tools import SCRIPTS, assert_one_line_error, run_tool
 
@@ -33,6 +34,16 @@ def spaced_pgdata() -> Iterator[Path]:
     pgdata = root / "pg data"
     yield pgdata
     server.remove(pgdata)
+    subprocess.run(["rm", "-rf", str(root)], check=False)
+
+
+@pytest.fixture(scope="module")
+def unused_pgdata() -> Iterator[Path]:
+    """A data folder of its own whose server no command has asked for a database yet."""
+    root = Path(tempfile.mkdtemp(prefix="embedded unused "))
+    root.chmod(0o755)
+    yield root / "pgdata"
+    server.remove(root / "pgdata")
     subprocess.run(["rm", "-rf", str(root)], check=False)
 
 
@@ -217,3 +228,41 @@ def test_as_root_every_program_of_a_private_venv_runs_as_the_server_user_from_it
 def test_a_bad_app_env_is_one_line(tmp_path: Path) -> None:
     result = run_tool(*EMBEDDED, "url", env={"APP_ENV": "foo"}, cwd=tmp_path)
     assert_one_line_error(result, 2, "APP_ENV must be one of", prefix="embedded: error: ")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        (str(SCRIPTS / "verify_schema.py"),),
+        (str(SCRIPTS / "plan_migrations.py"),),
+        (str(SCRIPTS / "backup_db.py"), "--dir", "backups"),
+        ("-m", "alembic", "-c", str(MIGRATIONS / "alembic.ini"), "current"),
+    ],
+    ids=["verify_schema", "plan_migrations", "backup_db", "alembic current"],
+)
+def test_read_only_commands_on_the_embedded_default_create_no_database(
+    argv: tuple[str, ...], unused_pgdata: Path, tmp_path: Path
+) -> None:
+    env = {"EMBEDDED_PGDATA": str(unused_pgdata), "APP_ENV": "development"}
+    result = run_tool(*argv, env=env, cwd=tmp_path)
+    assert result.returncode == 6, result.stdout + result.stderr
+    assert "collection_dev does not exist yet" in result.stderr
+    assert "Traceback" not in result.stderr
+    running = server.read_running(unused_pgdata)
+    assert running is not None
+    listed = subprocess.run(
+        [
+            str(server.installed_binaries() / "psql"),
+            "-h",
+            str(running.socket_dir),
+            "-U",
+            "postgres",
+            "-Atc",
+            "SELECT datname FROM pg_database",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "collection_dev" not in listed.stdout.split()
+    assert not list(tmp_path.iterdir())

@@ -64,10 +64,22 @@ OPTIONS: dict[str, Any] = {
 }
 
 
+READ_ONLY_COMMANDS = frozenset({"current", "history", "heads", "branches", "show", "check"})
+"""Commands that only read: on the embedded default they never create the database."""
+
+
+def _command() -> str | None:
+    """The alembic command being run from the command line, if it is one."""
+    command = getattr(config.cmd_opts, "cmd", None)
+    return getattr(command[0], "__name__", None) if command else None
+
+
 async def _target() -> tuple[URL, Environment]:
     """The URL and environment: from the caller (tests, tools) or from the settings."""
     environment = config.attributes.get("environment") or settings.environment()
-    url = config.attributes.get("url") or await database_url(settings, environment)
+    url = config.attributes.get("url") or await database_url(
+        settings, environment, create=_command() not in READ_ONLY_COMMANDS
+    )
     return url, environment
 
 

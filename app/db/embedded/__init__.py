@@ -21,7 +21,7 @@ from sqlalchemy.engine import URL
 
 from app.db.embedded import server
 from app.db.engine import connect
-from app.db.errors import ConfigurationError, EnvironmentRefusedError
+from app.db.errors import ConfigurationError, ConnectionFailedError, EnvironmentRefusedError
 from app.db.settings import (
     DEFAULT_PGDATA,
     RESETTABLE_ENVIRONMENTS,
@@ -103,8 +103,10 @@ async def ensure_database(admin_url: URL, name: str) -> URL:
     return admin_url.set(database=name)
 
 
-async def database_url(settings: Settings, environment: Environment) -> URL:
-    """The configured DATABASE_URL, or the embedded server's database for `environment`."""
+async def database_url(settings: Settings, environment: Environment, *, create: bool = True) -> URL:
+    """The configured DATABASE_URL, or the embedded server's database for `environment`,
+    made when missing, except for read-only commands (`create=False`): they write nothing
+    and say how to make it."""
     url = settings.url()
     if url is not None:
         return url
@@ -113,4 +115,18 @@ async def database_url(settings: Settings, environment: Environment) -> URL:
             f"APP_ENV={environment} needs DATABASE_URL; the embedded server is only for "
             "development and test"
         )
-    return await ensure_database(server_url(settings), DATABASE_NAMES[environment])
+    name = DATABASE_NAMES[environment]
+    if create:
+        return await ensure_database(server_url(settings), name)
+    admin = server_url(settings)
+    conn = await connect(admin)
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+    finally:
+        await conn.close()
+    if not exists:
+        raise ConnectionFailedError(
+            f"the embedded database {name} does not exist yet; build it with "
+            "scripts/init_db.py (this command only reads)"
+        )
+    return admin.set(database=name)
