@@ -306,6 +306,37 @@ async def test_a_report_from_an_earlier_run_of_a_requeued_job_is_refused(
     assert report.progress == {"news": 10.0}
 
 
+async def test_nothing_an_earlier_run_writes_lands_logs_completion_or_failure(
+    session: AsyncSession,
+) -> None:
+    job = await running_job(session)
+    old_run = job.started_at
+    await session.execute(  # requeued, and started again by another worker
+        update(CollectionJob)
+        .where(CollectionJob.id == job.id)
+        .values(status=JobStatus.PENDING, started_at=None)
+    )
+    new_run = (await jobs.start_job(session, job.id)).started_at
+    entries = log_entries(3)
+
+    with pytest.raises(JobNotRunningError, match="newer run"):
+        await jobs.add_job_logs(session, job.id, entries, run_started_at=old_run)
+    with pytest.raises(JobNotRunningError, match="newer run"):
+        await jobs.complete_job(session, job.id, run_started_at=old_run)
+    with pytest.raises(JobNotRunningError, match="newer run"):
+        await jobs.fail_job(session, job.id, "boom", run_started_at=old_run)
+    assert await count(session, DataCollectionLog) == 0
+    assert (await session.get_one(CollectionJob, job.id, populate_existing=True)).status is (
+        JobStatus.RUNNING
+    )
+
+    assert await jobs.add_job_logs(session, job.id, entries, run_started_at=new_run) == 3
+    done = await jobs.complete_job(session, job.id, run_started_at=new_run)
+    assert done.status is JobStatus.COMPLETED
+    with pytest.raises(JobNotRunningError, match="is completed"):  # and nothing after it
+        await jobs.add_job_logs(session, job.id, entries, run_started_at=new_run)
+
+
 # --- Claiming and stalled jobs ---------------------------------------------------------------
 
 

@@ -37,13 +37,27 @@ class InvalidTransitionError(CollectionJobError):
 
 
 class JobNotRunningError(CollectionJobError):
-    """A progress report reached a job this worker no longer runs: stop working on it.
+    """A worker's write (progress, logs, completion, failure) reached a job it no longer
+    runs: stop working on it.
 
     The job was cancelled, failed, or put back to pending (and perhaps claimed again by
-    another worker, when the report names the run it belongs to).
+    another worker, when the write names the run it belongs to).
     """
 
-    def __init__(self, job_id: uuid.UUID, status: JobStatus, detail: str = "") -> None:
-        super().__init__(f"collection job {job_id} is {status}{detail}; progress not recorded")
+    def __init__(
+        self, job_id: uuid.UUID, status: JobStatus, detail: str = "", what: str = "progress"
+    ) -> None:
+        super().__init__(f"collection job {job_id} is {status}{detail}; {what} not recorded")
         self.job_id = job_id
         self.status = status
+
+
+def not_this_run(
+    job_id: uuid.UUID, status: JobStatus, started_at: object, run: object, what: str
+) -> JobNotRunningError:
+    """Why a write fenced to the run that began at `run` did not land."""
+    if status is not JobStatus.RUNNING:
+        return JobNotRunningError(job_id, status, what=what)
+    if started_at != run:
+        return JobNotRunningError(job_id, status, " again in a newer run", what)
+    return JobNotRunningError(job_id, status, " in a run that began after this write", what)

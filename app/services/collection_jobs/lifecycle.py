@@ -44,6 +44,7 @@ from app.services.collection_jobs.errors import (
     InvalidTransitionError,
     JobNotFoundError,
     JobValidationError,
+    not_this_run,
 )
 
 # --- Create --------------------------------------------------------------------------------
@@ -143,24 +144,44 @@ _ALL_TYPES_DONE = (
 
 
 async def _transition(
-    session: AsyncSession, job_id: uuid.UUID | str, target: JobStatus, **values: Any
+    session: AsyncSession,
+    job_id: uuid.UUID | str,
+    target: JobStatus,
+    *,
+    run_started_at: datetime | None = None,
+    **values: Any,
 ) -> CollectionJob:
+    """One UPDATE whose WHERE states what must hold; given a run (the `started_at` a claim
+    returned), only while that run is the job's current one."""
     job_id = check.identifier(job_id, "job_id")
+    run_started_at = check.optional_aware(run_started_at, "run_started_at")
+    conditions = [CollectionJob.id == job_id, CollectionJob.status.in_(ALLOWED_FROM[target])]
+    if run_started_at is not None:
+        conditions.append(CollectionJob.started_at == run_started_at)
     statement = (
         update(CollectionJob)
-        .where(CollectionJob.id == job_id, CollectionJob.status.in_(ALLOWED_FROM[target]))
+        .where(*conditions)
         .values(status=target, **values)
         .returning(CollectionJob)
         .execution_options(synchronize_session=False, populate_existing=True)
     )
     job = (await session.scalars(statement)).one_or_none()
     if job is None:
-        current = await session.scalar(
-            select(CollectionJob.status).where(CollectionJob.id == job_id)
-        )
-        if current is None:
+        found = (
+            await session.execute(
+                select(CollectionJob.status, CollectionJob.started_at).where(
+                    CollectionJob.id == job_id
+                )
+            )
+        ).one_or_none()
+        if found is None:
             raise JobNotFoundError(job_id)
-        raise InvalidTransitionError(job_id, current, target)
+        if run_started_at is not None:
+            what = {JobStatus.COMPLETED: "completion", JobStatus.FAILED: "failure"}.get(
+                target, f"the move to {target}"
+            )
+            raise not_this_run(job_id, found.status, found.started_at, run_started_at, what)
+        raise InvalidTransitionError(job_id, found.status, target)
     return job
 
 
@@ -171,12 +192,16 @@ async def start_job(session: AsyncSession, job_id: uuid.UUID | str) -> Collectio
     )
 
 
-async def complete_job(session: AsyncSession, job_id: uuid.UUID | str) -> CollectionJob:
-    """running -> completed; every type shows 100 and the job 100.0."""
+async def complete_job(
+    session: AsyncSession, job_id: uuid.UUID | str, *, run_started_at: datetime | None = None
+) -> CollectionJob:
+    """running -> completed; every type shows 100 and the job 100.0. A worker passes its
+    run (`run_started_at`, see `add_job_logs`): a superseded run completes nothing."""
     return await _transition(
         session,
         job_id,
         JobStatus.COMPLETED,
+        run_started_at=run_started_at,
         completed_at=now(),
         progress=_ALL_TYPES_DONE,
         overall_progress="100.0",
@@ -185,13 +210,19 @@ async def complete_job(session: AsyncSession, job_id: uuid.UUID | str) -> Collec
 
 
 async def fail_job(
-    session: AsyncSession, job_id: uuid.UUID | str, error_message: str
+    session: AsyncSession,
+    job_id: uuid.UUID | str,
+    error_message: str,
+    *,
+    run_started_at: datetime | None = None,
 ) -> CollectionJob:
-    """running -> failed; a message longer than the column is cut, not refused."""
+    """running -> failed; a message longer than the column is cut, not refused. Fenced to
+    a run like `complete_job`."""
     return await _transition(
         session,
         job_id,
         JobStatus.FAILED,
+        run_started_at=run_started_at,
         completed_at=now(),
         error_message=_cut_error_message(error_message),
         estimated_completion_time=None,

@@ -11,9 +11,11 @@ from typing import Any, Generic, NamedTuple, TypeVar
 from sqlalchemy import (
     Integer,
     Text,
+    and_,
     bindparam,
     func,
     insert,
+    or_,
     select,
     true,
     tuple_,
@@ -34,6 +36,7 @@ from app.services.collection_jobs.common import JOBS, LOGS, Executor
 from app.services.collection_jobs.errors import (
     JobNotFoundError,
     JobValidationError,
+    not_this_run,
 )
 
 T = TypeVar("T")
@@ -94,6 +97,9 @@ def _log_columns(entries: Sequence[LogEntry]) -> dict[str, list[Any]]:
     return columns
 
 
+_RUN = bindparam("run_started_at", type_=TIMESTAMPTZ)
+
+
 def _add_logs_statement() -> Any:
     """INSERT ... SELECT from `unnest` of one array per column: any number of rows in one
     statement and one round trip, the analyst taken from the job (no row if it is missing)."""
@@ -112,6 +118,11 @@ def _add_logs_statement() -> Any:
             jobs.id == bindparam("job_id", type_=UUID(as_uuid=True)),
             # Every entry of one of the job's types, or no row at all.
             jobs.collection_types.contains(bindparam("collection_type", type_=ARRAY(Text))),
+            # Given a run, only while that run is the job's current one.
+            or_(
+                _RUN.is_(None),
+                and_(jobs.status == JobStatus.RUNNING.value, jobs.started_at == _RUN),
+            ),
         )
     )
     return insert(LOGS).from_select(["analyst_id", "collection_job_id", *_LOG_COLUMN_TYPES], source)
@@ -120,23 +131,43 @@ def _add_logs_statement() -> Any:
 ADD_LOGS_STATEMENT = _add_logs_statement()
 
 
-async def add_job_logs(db: Executor, job_id: uuid.UUID | str, entries: Sequence[LogEntry]) -> int:
+async def add_job_logs(
+    db: Executor,
+    job_id: uuid.UUID | str,
+    entries: Sequence[LogEntry],
+    *,
+    run_started_at: datetime | None = None,
+) -> int:
     """Write many log rows for a job in one statement; returns how many were written.
 
-    Every entry is checked first: one bad entry writes nothing.
+    Every entry is checked first: one bad entry writes nothing. A worker passes the
+    `started_at` its claim returned as `run_started_at`: then the rows are written only
+    while that run is the job's current one (`JobNotRunningError` otherwise, nothing
+    written), so a superseded run's late logs never land.
     """
     job_id = check.identifier(job_id, "job_id")
+    run_started_at = check.optional_aware(run_started_at, "run_started_at")
     if not isinstance(entries, Sequence) or isinstance(entries, str | bytes):
         raise JobValidationError("entries", "must be a sequence of LogEntry")
     if not entries:
         return 0
     columns = _log_columns(entries)
-    result = await db.execute(ADD_LOGS_STATEMENT, {"job_id": job_id, **columns})
+    params = {"job_id": job_id, "run_started_at": run_started_at, **columns}
+    result = await db.execute(ADD_LOGS_STATEMENT, params)
     written: int = result.rowcount  # type: ignore[attr-defined]
     if written == 0:
-        types = await db.scalar(select(JOBS.c.collection_types).where(JOBS.c.id == job_id))
-        if types is None:
+        found = (
+            await db.execute(
+                select(JOBS.c.collection_types, JOBS.c.status, JOBS.c.started_at).where(
+                    JOBS.c.id == job_id
+                )
+            )
+        ).one_or_none()
+        if found is None:
             raise JobNotFoundError(job_id)
+        types, status, started_at = found
+        if run_started_at is not None:
+            raise not_this_run(job_id, JobStatus(status), started_at, run_started_at, "logs")
         index, wrong = next(
             (i, t) for i, t in enumerate(columns["collection_type"]) if t not in types
         )
