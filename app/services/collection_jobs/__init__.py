@@ -41,6 +41,7 @@ from app.services.collection_jobs.logs import (
     list_job_logs,
     next_page,
 )
+from app.services.collection_jobs.notify import JOB_CANCELLED, JOB_CREATED
 from app.services.collection_jobs.progress import (
     MAX_ESTIMATE,
     PROGRESS_STATEMENT,
@@ -50,6 +51,8 @@ from app.services.collection_jobs.progress import (
 
 __all__ = [
     "ALLOWED_FROM",
+    "JOB_CANCELLED",
+    "JOB_CREATED",
     "MAX_ESTIMATE",
     "MAX_PAGE_SIZE",
     "PROGRESS_STATEMENT",

@@ -46,6 +46,7 @@ from app.services.collection_jobs.errors import (
     JobValidationError,
     not_this_run,
 )
+from app.services.collection_jobs.notify import JOB_CANCELLED, JOB_CREATED, notify
 
 # --- Create --------------------------------------------------------------------------------
 
@@ -100,7 +101,8 @@ async def create_job(
     end_date: datetime,
 ) -> CollectionJob:
     """Add a pending job. One INSERT that writes nothing when the analyst does not exist,
-    so a bad analyst id is a validation error and the caller's transaction stays usable."""
+    so a bad analyst id is a validation error and the caller's transaction stays usable.
+    Waiting workers are notified (`JOB_CREATED`) when the caller commits."""
     request = validate_new_job(
         analyst_id=analyst_id,
         collection_types=collection_types,
@@ -121,6 +123,7 @@ async def create_job(
     job = (await session.scalars(statement)).one_or_none()
     if job is None:
         raise JobValidationError("analyst_id", f"no analyst with id {request.analyst_id}")
+    await notify(session, JOB_CREATED, job.id)
     return job
 
 
@@ -230,10 +233,13 @@ async def fail_job(
 
 
 async def cancel_job(session: AsyncSession, job_id: uuid.UUID | str) -> CollectionJob:
-    """pending|running -> cancelled. A running job's worker learns it on its next report."""
-    return await _transition(
+    """pending|running -> cancelled. A running job's worker is notified (`JOB_CANCELLED`)
+    when the caller commits, and refused on its next write in any case."""
+    job = await _transition(
         session, job_id, JobStatus.CANCELLED, completed_at=now(), estimated_completion_time=None
     )
+    await notify(session, JOB_CANCELLED, job.id)
+    return job
 
 
 def _cut_error_message(message: str) -> str:
