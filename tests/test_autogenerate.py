@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -35,6 +36,13 @@ def changed_models() -> sa.MetaData:
         sa.Column("id", UUID(as_uuid=True), primary_key=True),
         sa.Column("name", sa.String(100), nullable=False, index=True),
         sa.Column("analyst_id", UUID(as_uuid=True), sa.ForeignKey("analysts.id")),
+        sa.Column("retired_at", sa.DateTime(timezone=True)),
+        sa.Index(
+            "uq_collection_sources_live_name",
+            "name",
+            unique=True,
+            postgresql_where=sa.text("retired_at IS NULL"),
+        ),
     )
     logs = copy.tables["data_collection_logs"]
     logs.append_column(sa.Column("source_note", sa.Text))
@@ -68,10 +76,14 @@ async def test_autogenerate_writes_only_safe_operations_that_work_both_ways(
     source = written.read_text()
     assert "op." not in source, source
     assert unsafe_calls(source, written.name) == []
+    # The new table's DDL reads as DDL: one string, one line, per column.
+    assert re.search(r"[\"']    retired_at TIMESTAMP WITH TIME ZONE,\\n[\"']\n", source), source
     source = ast.unparse(ast.parse(source))  # as written, less the formatter's line breaks
     for call in (
         "safe.create_table('collection_sources'",
         "indexes=[('idx_collection_sources_name', 'name')]",
+        "safe.create_index('uq_collection_sources_live_name', 'collection_sources', 'name', "
+        "unique=True, where='retired_at IS NULL')",
         "safe.add_column('data_collection_logs', 'source_note TEXT')",
         "safe.add_column('data_collection_logs', 'batch_no BIGINT')",
         "safe.set_not_null('data_collection_logs', 'batch_no')",

@@ -33,6 +33,7 @@ from tests.test_init_db import reset
 from tests.test_schema_parity import built_by_init_db, schema_of
 
 BASELINE, FEATURE = BASELINE_REVISION, FEATURE_REVISION
+WORKERS = "5031dfc20f74"  # the worker runtime's tables
 HEAD = str(ScriptDirectory.from_config(alembic_config()).get_current_head())
 """The newest revision: the feature's, or one written after it."""
 LOG_INDEX = "idx_data_collection_logs_collection_job_id"
@@ -213,6 +214,26 @@ async def test_plain_sql_files_give_the_same_schema_and_can_be_rerun(
     psql(url, "collection_jobs_down.sql")
     assert await schema_of(url) == baseline
     assert await version(url) == BASELINE
+
+
+async def test_the_worker_tables_plain_sql_files_match_their_revision(
+    scratch_db: ScratchFactory,
+) -> None:
+    """The worker runtime's revision by its SQL files: as alembic builds it, run twice,
+    and its rollback leaves the feature exactly as before, the guide's tables untouched."""
+    url = await scratch_db()
+    await alembic(url, "upgrade", FEATURE)
+    feature = await schema_of(url)
+    psql(url, "collection_workers_up.sql")
+    psql(url, "collection_workers_up.sql")
+    by_alembic = await scratch_db()
+    await alembic(by_alembic, "upgrade", WORKERS)
+    assert diff_schemas(await schema_of(by_alembic), await schema_of(url)) == []
+    assert await version(url) == WORKERS
+    psql(url, "collection_workers_down.sql")
+    psql(url, "collection_workers_down.sql")
+    assert await schema_of(url) == feature
+    assert await version(url) == FEATURE
 
 
 # --- what no command may do: drop the platform's tables, write when only reading ---------

@@ -5,12 +5,15 @@ from app.models.base import Base
 from app.models.collection_job import CollectionJob
 from app.models.data_collection_log import DataCollectionLog
 from app.models.enums import CollectionType, JobStatus, LogStatus
+from app.models.worker import CollectionJobAttempt, CollectionWorker
 
 __all__ = [
     "Analyst",
     "Base",
     "CollectionJob",
+    "CollectionJobAttempt",
     "CollectionType",
+    "CollectionWorker",
     "DataCollectionLog",
     "JobStatus",
     "LogStatus",

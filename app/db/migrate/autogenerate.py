@@ -8,6 +8,7 @@ then fails the revision until someone rewrites it or marks it accepted with a re
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -89,7 +90,16 @@ def _index_of_new_table(
         isinstance(operation, ops.CreateIndexOp)
         and operation.table_name in new_tables
         and not operation.unique
+        and _where(operation) is None  # a partial index goes through create_index(where=)
     )
+
+
+def _where(operation: ops.CreateIndexOp) -> str | None:
+    """A partial index's condition as SQL, or None."""
+    condition = operation.kw.get("postgresql_where")
+    if condition is None or isinstance(condition, str):
+        return condition
+    return str(condition.compile(dialect=_DIALECT, compile_kwargs={"literal_binds": True}))
 
 
 def _columns(columns: Iterable[Any]) -> str:
@@ -108,7 +118,7 @@ def _safe(
         table = operation.to_table()
         ddl = str(CreateTable(table).compile(dialect=_DIALECT)).strip()
         inner = ddl[ddl.index("(") + 1 : ddl.rindex(")")]
-        parts = [part.strip() for part in inner.split(",\n") if part.strip()]
+        parts = [part.strip() for part in re.split(r",\s*\n", inner) if part.strip()]
         # One string per column or constraint (concatenated), so the revision reads as DDL.
         body = "\n".join(
             repr(f"    {part}" + (",\n" if n < len(parts) - 1 else ""))
@@ -125,11 +135,13 @@ def _safe(
         return [SafeCall(f"safe.drop_column({operation.table_name!r}, {operation.column_name!r})")]
     if isinstance(operation, ops.CreateIndexOp):
         unique = ", unique=True" if operation.unique else ""
+        where = _where(operation)
+        partial = f", where={where!r}" if where else ""
         columns = _columns(operation.columns)
         return [
             SafeCall(
                 f"safe.create_index({operation.index_name!r}, {operation.table_name!r}, "
-                f"{columns!r}{unique})"
+                f"{columns!r}{unique}{partial})"
             )
         ]
     if isinstance(operation, ops.DropIndexOp):

@@ -319,10 +319,16 @@ def add_unique(name: str, table: str, columns: str | Sequence[str]) -> Operation
 
 
 def create_index(
-    name: str, table: str, columns: str | Sequence[str], *, unique: bool = False
+    name: str,
+    table: str,
+    columns: str | Sequence[str],
+    *,
+    unique: bool = False,
+    where: str | None = None,
 ) -> Operation:
-    """CREATE INDEX CONCURRENTLY; an INVALID leftover of an interrupted build is dropped
-    first (a valid index of that name is kept, so a rerun is a no-op)."""
+    """CREATE INDEX CONCURRENTLY (partial with `where`); an INVALID leftover of an
+    interrupted build is dropped first (a valid index of that name is kept, so a rerun is a
+    no-op)."""
     drop_invalid = (
         f"DO $$\nBEGIN\n    IF EXISTS (\n        SELECT 1 FROM pg_index\n"
         f"        WHERE indexrelid = to_regclass('{name}') AND NOT indisvalid\n"
@@ -332,7 +338,8 @@ def create_index(
     return [
         Step(drop_invalid, True),
         Step(
-            f"CREATE {kind} CONCURRENTLY IF NOT EXISTS {name} ON {table}({_columns(columns)})",
+            f"CREATE {kind} CONCURRENTLY IF NOT EXISTS {name} ON {table}({_columns(columns)})"
+            + (f" WHERE {where}" if where else ""),
             False,
         ),
     ]
