@@ -1,0 +1,93 @@
+"""python -m app.worker MODULE:ATTRIBUTE [options]
+
+Run a worker process: claims collection jobs whose every type has a collector in
+MODULE:ATTRIBUTE (a mapping of collection type to async collector) and runs them until
+SIGTERM or SIGINT (a second one stops at once). Jobs with a type it has no collector for
+are left to other workers. Bad arguments or collectors: one line, exit 2, before anything
+is claimed. `app.worker.demo:COLLECTORS` are demo collectors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from app.db.cli import run_command
+from app.db.embedded import database_url
+from app.db.errors import ConfigurationError
+from app.db.settings import load_settings
+from app.worker.collectors import CollectorLoadError, load_collectors
+from app.worker.runtime import Worker, WorkerSettings
+
+
+def _positive(value: str) -> float:
+    number = float(value)
+    if not 0 < number < float("inf"):
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
+    return number
+
+
+def _count(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive whole number")
+    return number
+
+
+def parser() -> argparse.ArgumentParser:
+    defaults = WorkerSettings()
+    p = argparse.ArgumentParser(prog="python -m app.worker", description=__doc__.splitlines()[2])
+    p.add_argument("collectors", help="MODULE:ATTRIBUTE, a mapping of collection type to collector")
+    p.add_argument("--concurrency", type=_count, default=defaults.concurrency, help="jobs at once")
+    p.add_argument("--poll-interval", type=_positive, default=defaults.poll_interval)
+    p.add_argument("--heartbeat", type=_positive, default=defaults.heartbeat_seconds)
+    p.add_argument("--rescue-timeout", type=_positive, default=defaults.rescue_timeout)
+    p.add_argument("--grace", type=_positive, default=defaults.grace_seconds)
+    p.add_argument("--retries", type=int, default=defaults.retries)
+    p.add_argument(
+        "--no-listen", action="store_true", help="poll only (PgBouncer, transaction mode)"
+    )
+    return p
+
+
+async def _main(args: argparse.Namespace) -> int:
+    try:
+        collectors = load_collectors(args.collectors)
+    except CollectorLoadError as exc:
+        raise ConfigurationError(str(exc)) from None
+    if args.rescue_timeout <= 2 * args.heartbeat:
+        raise ConfigurationError("--rescue-timeout must be more than twice --heartbeat")
+    settings = load_settings()
+    url = await database_url(settings, settings.environment(), create=False)
+    worker = Worker(
+        url,
+        collectors,
+        WorkerSettings(
+            concurrency=args.concurrency,
+            poll_interval=args.poll_interval,
+            heartbeat_seconds=args.heartbeat,
+            rescue_timeout=args.rescue_timeout,
+            grace_seconds=args.grace,
+            retries=args.retries,
+            listen=not args.no_listen,
+        ),
+    )
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, worker.stop)
+    logging.info("worker %s: collecting %s", worker.name, ", ".join(sorted(collectors)))
+    await worker.run()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    return run_command("worker", _main(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""The runtime's statements: registering a worker, claiming a job with its attempt,
+heartbeats, ending attempts, and the rescue of jobs whose worker is gone.
+
+Each is one statement (or one short transaction) whose WHERE states what must hold, so
+several worker processes on several machines can run them at once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+RESCUE_LOCK_KEY = 0x636F6C6C_72657363  # "collresc": one rescuer at a time across machines
+
+_REGISTER = text("INSERT INTO collection_workers (name) VALUES (:name) RETURNING id")
+_STOPPED = text("UPDATE collection_workers SET stopped_at = now() WHERE id = :id")
+
+# The oldest pending job whose every type this worker can run, made running, and its
+# attempt, in one statement: a job is never running without its live attempt.
+_CLAIM = text(
+    """
+WITH job AS (
+    UPDATE collection_jobs SET status = 'running', started_at = clock_timestamp(),
+           estimated_completion_time = NULL, updated_at = statement_timestamp()
+    WHERE id = (
+        SELECT id FROM collection_jobs
+        WHERE status = 'pending' AND collection_types <@ CAST(:types AS text[])
+        ORDER BY created_at, id
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED
+    ) AND status = 'pending'
+    RETURNING id, started_at
+), attempt AS (
+    INSERT INTO collection_job_attempts (collection_job_id, worker_id, run_started_at)
+    SELECT id, :worker, started_at FROM job
+    RETURNING id, collection_job_id
+)
+SELECT attempt.id, attempt.collection_job_id FROM attempt
+"""
+)
+
+_HEARTBEAT = text(
+    """
+WITH worker AS (
+    UPDATE collection_workers SET heartbeat_at = now() WHERE id = :worker RETURNING id
+)
+UPDATE collection_job_attempts a SET heartbeat_at = now()
+FROM collection_jobs j
+WHERE a.id = ANY(CAST(:attempts AS uuid[])) AND a.ended_at IS NULL
+  AND j.id = a.collection_job_id AND j.status = 'running' AND j.started_at = a.run_started_at
+RETURNING a.id
+"""
+)
+
+_END = text(
+    """
+UPDATE collection_job_attempts SET ended_at = now(), outcome = :outcome
+WHERE id = :attempt AND ended_at IS NULL
+"""
+)
+
+# Hand a job back (shutdown): pending again with its progress, only while it is this run's.
+_RELEASE = text(
+    """
+UPDATE collection_jobs SET status = 'pending', started_at = NULL,
+       estimated_completion_time = NULL, updated_at = statement_timestamp()
+WHERE id = :job AND status = 'running' AND started_at = :run
+"""
+)
+
+_LOST = text(
+    """
+UPDATE collection_job_attempts SET ended_at = now(), outcome = 'lost'
+WHERE ended_at IS NULL AND heartbeat_at < now() - make_interval(secs => :timeout)
+RETURNING collection_job_id, run_started_at
+"""
+)
+
+_REQUEUE_OR_FAIL = text(
+    """
+UPDATE collection_jobs j SET
+    status = CASE WHEN lost.n >= :max_lost THEN 'failed' ELSE 'pending' END,
+    started_at = CASE WHEN lost.n >= :max_lost THEN j.started_at END,
+    completed_at = CASE WHEN lost.n >= :max_lost THEN now() END,
+    error_message = CASE WHEN lost.n >= :max_lost
+        THEN 'the worker stopped answering ' || lost.n || ' times; last seen at '
+             || to_char(:run AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || ' UTC' END,
+    estimated_completion_time = NULL,
+    updated_at = statement_timestamp()
+FROM (SELECT count(*) AS n FROM collection_job_attempts
+      WHERE collection_job_id = :job AND outcome = 'lost') AS lost
+WHERE j.id = :job AND j.status = 'running' AND j.started_at = :run
+RETURNING j.status
+"""
+)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    attempt_id: uuid.UUID
+    job_id: uuid.UUID
+
+
+async def register_worker(conn: AsyncConnection, name: str) -> uuid.UUID:
+    worker_id: uuid.UUID = (await conn.execute(_REGISTER, {"name": name[:200]})).scalar_one()
+    return worker_id
+
+
+async def worker_stopped(conn: AsyncConnection, worker_id: uuid.UUID) -> None:
+    await conn.execute(_STOPPED, {"id": worker_id})
+
+
+async def claim(
+    session: AsyncSession, worker_id: uuid.UUID, types: Sequence[str]
+) -> Claimed | None:
+    row = (await session.execute(_CLAIM, {"types": list(types), "worker": worker_id})).one_or_none()
+    return None if row is None else Claimed(row[0], row[1])
+
+
+async def heartbeat(
+    conn: AsyncConnection, worker_id: uuid.UUID, attempts: Sequence[uuid.UUID]
+) -> set[uuid.UUID]:
+    """Beat for the worker and its attempts; returns the attempts still current (a missing
+    one was rescued, cancelled or finished elsewhere: its collectors must stop)."""
+    rows = await conn.execute(_HEARTBEAT, {"worker": worker_id, "attempts": list(attempts)})
+    return {row[0] for row in rows}
+
+
+async def end_attempt(conn: AsyncConnection, attempt_id: uuid.UUID, outcome: str) -> None:
+    await conn.execute(_END, {"attempt": attempt_id, "outcome": outcome})
+
+
+async def release(
+    conn: AsyncConnection, job_id: uuid.UUID, run: datetime, attempt_id: uuid.UUID
+) -> None:
+    """Give a job back on shutdown: pending, progress kept, the attempt `released`."""
+    async with conn.begin():
+        await conn.execute(_RELEASE, {"job": job_id, "run": run})
+        await conn.execute(_END, {"attempt": attempt_id, "outcome": "released"})
+
+
+async def rescue(conn: AsyncConnection, lost_after: float, max_lost: int) -> list[uuid.UUID]:
+    """Requeue (progress kept) the jobs whose attempt stopped heartbeating for `lost_after`
+    seconds, or fail those lost `max_lost` times; one rescuer at a time (an advisory lock
+    held for the transaction). Returns the jobs rescued."""
+    rescued = []
+    async with conn.begin():
+        locked = (
+            await conn.execute(
+                text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": RESCUE_LOCK_KEY}
+            )
+        ).scalar_one()
+        if not locked:
+            return []
+        for job_id, run in (await conn.execute(_LOST, {"timeout": lost_after})).all():
+            params = {"job": job_id, "run": run, "max_lost": max_lost}
+            if (await conn.execute(_REQUEUE_OR_FAIL, params)).one_or_none() is not None:
+                rescued.append(job_id)
+    return rescued

@@ -1,0 +1,332 @@
+"""The worker: claims collection jobs, runs their collectors, and keeps every promise of
+the runtime (docs/worker.md): wakes at once on a new job (LISTEN, with polling behind it),
+heartbeats from a thread of its own, rescues jobs whose worker is gone (one rescuer at a
+time, progress kept), fences every write to the current attempt, stops a cancelled job's
+collectors at once, and on SIGTERM hands its jobs back with their progress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.db.engine import connect, create_engine, create_sessionmaker, session_scope
+from app.models import CollectionJob, JobStatus
+from app.services import collection_jobs as jobs
+from app.worker import attempts
+from app.worker.collectors import CollectorContext, Collectors, FinalError
+from app.worker.heartbeat import Heartbeat
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    concurrency: int = 4
+    """Jobs run at once by this process."""
+    type_concurrency: int = 4
+    """Types of one job collected at once."""
+    poll_interval: float = 2.0
+    """Seconds between looks for work when no notification came (the only way without LISTEN)."""
+    heartbeat_seconds: float = 2.0
+    rescue_timeout: float = 15.0
+    """An attempt with no heartbeat for this long is lost; its job is requeued."""
+    max_lost_attempts: int = 3
+    retries: int = 3
+    """Retries of a collector's transient error, with exponential backoff and jitter."""
+    retry_backoff: float = 0.5
+    grace_seconds: float = 30.0
+    """On SIGTERM, how long running jobs may finish before they are handed back."""
+    listen: bool = True
+    """False behind PgBouncer in transaction mode: polling only."""
+
+
+class _TypeFailed(Exception):
+    def __init__(self, collection_type: str, cause: BaseException) -> None:
+        detail = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+        super().__init__(f"{collection_type}: {detail}")
+
+
+@dataclass
+class _Running:
+    job_id: uuid.UUID
+    run: datetime
+    task: asyncio.Task[None]
+    reason: str | None = field(default=None)
+    """Why it was stopped from outside: cancelled, superseded, cut off, shutdown."""
+
+
+class Worker:
+    """One worker process's runtime. `await Worker(url, collectors).run()`."""
+
+    def __init__(
+        self,
+        url: URL,
+        collectors: Collectors,
+        settings: WorkerSettings | None = None,
+        *,
+        name: str | None = None,
+    ) -> None:
+        self.url, self.collectors = url, dict(collectors)
+        self.settings = settings or WorkerSettings()
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self._running: dict[uuid.UUID, _Running] = {}
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._hurry = False
+
+    # --- control -------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop claiming; running jobs get the grace period. A second call stops at once."""
+        self._hurry = self._stopping
+        self._stopping = True
+        self._wake.set()
+
+    def _stop_attempts(self, attempt_ids: set[uuid.UUID], reason: str) -> None:
+        for attempt_id in attempt_ids:
+            running = self._running.get(attempt_id)
+            if running is not None and running.reason is None:
+                running.reason = reason
+                running.task.cancel()
+
+    def _cancelled(self, job_id: uuid.UUID) -> None:
+        self._stop_attempts(
+            {a for a, r in self._running.items() if r.job_id == job_id}, "cancelled"
+        )
+
+    # --- the loop ------------------------------------------------------------------------
+
+    async def run(self, *, until_empty: bool = False) -> None:
+        """Work until `stop()` (or, with `until_empty`, until no job is left to claim)."""
+        s = self.settings
+        engine = create_engine(
+            self.url, pool_size=s.concurrency + 2, application_name="collection-worker"
+        )
+        loop = asyncio.get_running_loop()
+        listener: asyncpg.Connection | None = None
+        heartbeat: Heartbeat | None = None
+        try:
+            async with self._autocommit(engine) as conn:
+                worker_id = await attempts.register_worker(conn, self.name)
+            heartbeat = Heartbeat(
+                self.url,
+                worker_id,
+                interval=s.heartbeat_seconds,
+                cut_off_after=s.rescue_timeout / 2,
+                live=lambda: list(self._running),
+                superseded=lambda gone: loop.call_soon_threadsafe(
+                    self._stop_attempts, gone, "superseded"
+                ),
+                cut_off=lambda: loop.call_soon_threadsafe(
+                    self._stop_attempts, set(self._running), "cut off"
+                ),
+            )
+            heartbeat.start()
+            if s.listen:
+                listener = await self._listen()
+            await self._work(engine, worker_id, until_empty)
+            await self._shut_down(engine)
+            async with self._autocommit(engine) as conn:
+                await attempts.worker_stopped(conn, worker_id)
+        finally:
+            if heartbeat is not None:
+                heartbeat.stop()
+            if listener is not None:
+                await listener.close()
+            await engine.dispose()
+
+    async def _listen(self) -> asyncpg.Connection:
+        listener = await connect(self.url, application_name="collection-worker-listen")
+
+        def heard(_conn: Any, _pid: int, channel: str, payload: object) -> None:
+            if channel == jobs.JOB_CANCELLED:
+                with contextlib.suppress(ValueError):
+                    self._cancelled(uuid.UUID(str(payload)))
+            else:
+                self._wake.set()
+
+        await listener.add_listener(jobs.JOB_CREATED, heard)
+        await listener.add_listener(jobs.JOB_CANCELLED, heard)
+        return listener
+
+    async def _work(self, engine: AsyncEngine, worker_id: uuid.UUID, until_empty: bool) -> None:
+        s = self.settings
+        sessions = create_sessionmaker(engine)
+        next_rescue = 0.0
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            if loop.time() >= next_rescue:
+                async with self._autocommit(engine) as conn:
+                    rescued = await attempts.rescue(conn, s.rescue_timeout, s.max_lost_attempts)
+                if rescued:
+                    log.warning("rescued %d job(s) whose worker stopped answering", len(rescued))
+                next_rescue = loop.time() + s.heartbeat_seconds
+            claimed_any = False
+            while len(self._running) < s.concurrency and not self._stopping:
+                async with session_scope(sessions) as session:
+                    claimed = await attempts.claim(session, worker_id, sorted(self.collectors))
+                if claimed is None:
+                    break
+                claimed_any = True
+                await self._start(engine, claimed)
+            if until_empty and not claimed_any and not self._running:
+                return
+            self._wake.clear()
+            waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._wake.wait())]
+            waits += [r.task for r in self._running.values()]
+            await asyncio.wait(waits, timeout=s.poll_interval, return_when=asyncio.FIRST_COMPLETED)
+            waits[0].cancel()
+
+    async def _start(self, engine: AsyncEngine, claimed: attempts.Claimed) -> None:
+        async with create_sessionmaker(engine)() as session:
+            job = await session.get_one(CollectionJob, claimed.job_id)
+        assert job.started_at is not None
+        task = asyncio.create_task(self._run_job(engine, claimed.attempt_id, job))
+        self._running[claimed.attempt_id] = _Running(job.id, job.started_at, task)
+        task.add_done_callback(lambda _t: self._running.pop(claimed.attempt_id, None))
+
+    async def _shut_down(self, engine: AsyncEngine) -> None:
+        """Let running jobs finish within the grace period, then hand them back."""
+        tasks = [r.task for r in self._running.values()]
+        if tasks and not self._hurry:
+            deadline = asyncio.get_running_loop().time() + self.settings.grace_seconds
+            while self._running and not self._hurry:
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    break
+                await asyncio.wait(
+                    [r.task for r in self._running.values()],
+                    timeout=min(remaining, 0.2),
+                )
+        self._stop_attempts(set(self._running), "shutdown")
+        for task in [r.task for r in self._running.values()]:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # --- one job -------------------------------------------------------------------------
+
+    async def _run_job(
+        self, engine: AsyncEngine, attempt_id: uuid.UUID, job: CollectionJob
+    ) -> None:
+        run = job.started_at
+        assert run is not None
+        outcome: str | None
+        try:
+            await self._collect_all(engine, job, run)
+            async with session_scope(create_sessionmaker(engine)) as session:
+                await jobs.complete_job(session, job.id, run_started_at=run)
+            outcome = "completed"
+        except _TypeFailed as failed:
+            outcome = await self._fail(engine, job.id, run, str(failed))
+        except jobs.JobNotRunningError as gone:
+            outcome = "cancelled" if gone.status is JobStatus.CANCELLED else None
+        except asyncio.CancelledError:
+            reason = self._running[attempt_id].reason if attempt_id in self._running else None
+            if reason == "shutdown":
+                async with self._autocommit(engine) as conn:
+                    await attempts.release(conn, job.id, run, attempt_id)
+                return
+            outcome = "cancelled" if reason == "cancelled" else None
+        if outcome is not None:
+            async with self._autocommit(engine) as conn:
+                await attempts.end_attempt(conn, attempt_id, outcome)
+
+    async def _fail(
+        self, engine: AsyncEngine, job_id: uuid.UUID, run: datetime, why: str
+    ) -> str | None:
+        try:
+            async with session_scope(create_sessionmaker(engine)) as session:
+                await jobs.fail_job(session, job_id, why, run_started_at=run)
+        except jobs.JobNotRunningError:
+            return None
+        log.warning("job %s failed: %s", job_id, why)
+        return "failed"
+
+    async def _collect_all(self, engine: AsyncEngine, job: CollectionJob, run: datetime) -> None:
+        reporter = _Reporter(engine, job.id, run)
+        bound = asyncio.Semaphore(self.settings.type_concurrency)
+        progress = job.progress or {}
+
+        async def one(collection_type: str) -> None:
+            ctx = CollectorContext(
+                job, collection_type, float(progress.get(collection_type, 0.0)), run, reporter
+            )
+            async with bound:
+                await self._with_retries(ctx)
+                await reporter.report(collection_type, 100.0)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for collection_type in job.collection_types:
+                    group.create_task(one(collection_type))
+        except BaseExceptionGroup as failed:  # the first type that failed says why
+            for kind in (jobs.JobNotRunningError, _TypeFailed):
+                for exc in failed.exceptions:
+                    if isinstance(exc, kind):
+                        raise exc from None
+            raise
+
+    async def _with_retries(self, ctx: CollectorContext) -> None:
+        s = self.settings
+        collector = self.collectors[ctx.collection_type]
+        for attempt in range(s.retries + 1):
+            try:
+                await collector(ctx)
+                return
+            except FinalError as exc:
+                raise _TypeFailed(ctx.collection_type, exc) from exc
+            except (jobs.JobNotRunningError, asyncio.CancelledError):
+                raise
+            except Exception as exc:  # a collector's own error: retried, then fatal
+                if attempt == s.retries:
+                    raise _TypeFailed(ctx.collection_type, exc) from exc
+                delay = s.retry_backoff * 2**attempt * random.uniform(0.5, 1.5)
+                log.info(
+                    "%s of job %s: %s; retrying in %.1fs",
+                    ctx.collection_type,
+                    ctx.job.id,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+
+    @staticmethod
+    @contextlib.asynccontextmanager
+    async def _autocommit(engine: AsyncEngine) -> Any:
+        async with engine.connect() as conn:
+            yield await conn.execution_options(isolation_level="AUTOCOMMIT")
+
+
+class _Reporter:
+    """A collector's progress and logs, each write fenced to this attempt's run."""
+
+    def __init__(self, engine: AsyncEngine, job_id: uuid.UUID, run: datetime) -> None:
+        self._engine, self._job_id, self._run = engine, job_id, run
+
+    async def report(self, collection_type: str, percent: float) -> None:
+        async with self._connection() as conn:
+            await jobs.report_progress(
+                conn, self._job_id, collection_type, percent, run_started_at=self._run
+            )
+
+    async def log(self, collection_type: str, entry: jobs.LogEntry) -> None:
+        async with self._connection() as conn:
+            await jobs.add_job_logs(conn, self._job_id, [entry], run_started_at=self._run)
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> Any:
+        async with self._engine.connect() as conn:
+            yield await conn.execution_options(isolation_level="AUTOCOMMIT")

@@ -1,0 +1,269 @@
+"""The worker runtime on a real database: jobs run to completion through collectors, a
+final error fails the job naming the type, a cancel reaches a running collector at once, a
+job whose worker is gone is rescued with its progress, and a worker killed with SIGKILL
+mid-job is replaced by another that finishes it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.db.engine import create_engine, create_sessionmaker, session_scope
+from app.models import (
+    Analyst,
+    CollectionJob,
+    CollectionJobAttempt,
+    CollectionWorker,
+    DataCollectionLog,
+    JobStatus,
+)
+from app.services import collection_jobs as jobs
+from app.testing.databases import CloneFactory
+from app.worker import Worker, WorkerSettings
+from app.worker.collectors import Collectors
+from tests.helpers.tools import url_env
+from tests.worker_collectors import BROKEN, FOREVER, STEADY
+
+FAST = WorkerSettings(poll_interval=0.2, heartbeat_seconds=0.3, rescue_timeout=1.5, retries=1)
+
+
+class Database:
+    def __init__(self, url: URL, engine: AsyncEngine) -> None:
+        self.url, self.engine = url, engine
+        self.sessions: async_sessionmaker[AsyncSession] = create_sessionmaker(engine)
+
+    async def new_jobs(self, count: int, types: list[str]) -> list[uuid.UUID]:
+        now = datetime.now(UTC)
+        async with session_scope(self.sessions) as session:
+            analyst = Analyst(email=f"{uuid.uuid4().hex[:8]}@example.com", name="작업자")
+            session.add(analyst)
+            await session.flush()
+            made = [
+                await jobs.create_job(
+                    session,
+                    analyst_id=analyst.id,
+                    collection_types=types,
+                    start_date=now - timedelta(days=3),
+                    end_date=now,
+                )
+                for _ in range(count)
+            ]
+        return [job.id for job in made]
+
+    async def job(self, job_id: uuid.UUID) -> CollectionJob:
+        async with self.sessions() as session:
+            return await session.get_one(CollectionJob, job_id)
+
+    async def attempts(self, job_id: uuid.UUID) -> list[CollectionJobAttempt]:
+        async with self.sessions() as session:
+            rows = await session.scalars(
+                select(CollectionJobAttempt)
+                .where(CollectionJobAttempt.collection_job_id == job_id)
+                .order_by(CollectionJobAttempt.run_started_at)
+            )
+            return list(rows)
+
+
+@pytest.fixture
+async def db(database_of_its_own: CloneFactory) -> AsyncIterator[Database]:
+    url = await database_of_its_own()
+    engine = create_engine(url, null_pool=True)
+    yield Database(url, engine)
+    await engine.dispose()
+
+
+async def run_until_empty(db: Database, collectors: Collectors) -> None:
+    await asyncio.wait_for(Worker(db.url, collectors, FAST).run(until_empty=True), 60)
+
+
+async def test_jobs_run_to_completion_with_progress_logs_and_their_attempt(db: Database) -> None:
+    job_ids = await db.new_jobs(3, ["news", "disclosure"])
+    await run_until_empty(db, STEADY)
+    for job_id in job_ids:
+        job = await db.job(job_id)
+        assert job.status is JobStatus.COMPLETED and job.overall_progress == "100.0"
+        [attempt] = await db.attempts(job_id)
+        assert attempt.outcome == "completed" and attempt.run_started_at == job.started_at
+    async with db.sessions() as session:
+        logs = await session.scalar(select(func.count()).select_from(DataCollectionLog))
+        stopped = await session.scalar(select(CollectionWorker.stopped_at))
+    assert logs == 3 * 2 * 10
+    assert stopped is not None
+
+
+async def test_a_final_error_fails_the_job_naming_the_type(db: Database) -> None:
+    [job_id] = await db.new_jobs(1, ["news", "disclosure"])
+    await run_until_empty(db, BROKEN)
+    job = await db.job(job_id)
+    assert job.status is JobStatus.FAILED
+    assert job.error_message == "disclosure: the source refused our credentials"
+    assert [a.outcome for a in await db.attempts(job_id)] == ["failed"]
+
+
+async def test_a_worker_leaves_jobs_with_a_type_it_cannot_run(db: Database) -> None:
+    [job_id] = await db.new_jobs(1, ["news", "stock_price"])
+    await run_until_empty(db, STEADY)
+    assert (await db.job(job_id)).status is JobStatus.PENDING
+
+
+async def test_a_cancel_reaches_the_running_collector_at_once(db: Database) -> None:
+    [job_id] = await db.new_jobs(1, ["news"])
+    worker = Worker(db.url, FOREVER, FAST)
+    running = asyncio.create_task(worker.run())
+    try:
+        for _ in range(100):
+            if (await db.job(job_id)).progress == {"news": 5.0}:
+                break
+            await asyncio.sleep(0.05)
+        async with session_scope(db.sessions) as session:
+            await jobs.cancel_job(session, job_id)
+        cancelled_at = time.monotonic()
+        for _ in range(100):
+            outcomes = [a.outcome for a in await db.attempts(job_id)]
+            if outcomes == ["cancelled"]:
+                break
+            await asyncio.sleep(0.02)
+        assert outcomes == ["cancelled"]
+        assert time.monotonic() - cancelled_at < 1.0  # not at the next heartbeat or poll
+    finally:
+        worker.stop()
+        worker.stop()
+        await asyncio.wait_for(running, 10)
+
+
+async def test_a_job_whose_worker_is_gone_is_rescued_once_and_resumes_its_progress(
+    db: Database,
+) -> None:
+    [job_id] = await db.new_jobs(1, ["news", "disclosure"])
+    async with session_scope(db.sessions) as session:  # a worker claimed it, then vanished
+        gone = CollectionWorker(name="gone:1")
+        session.add(gone)
+        await session.flush()
+        job = await jobs.claim_next_job(session)
+        assert job is not None and job.started_at is not None
+        session.add(
+            CollectionJobAttempt(
+                collection_job_id=job_id,
+                worker_id=gone.id,
+                run_started_at=job.started_at,
+                heartbeat_at=datetime.now(UTC) - timedelta(minutes=5),
+            )
+        )
+        await jobs.report_progress(session, job_id, "news", 60, run_started_at=job.started_at)
+        old_run = job.started_at
+
+    await run_until_empty(db, STEADY)
+
+    job = await db.job(job_id)
+    assert job.status is JobStatus.COMPLETED
+    assert [a.outcome for a in await db.attempts(job_id)] == ["lost", "completed"]
+    async with db.sessions() as session:  # news resumed at 60: four steps, not ten
+        news_logs = await session.scalar(
+            select(func.count())
+            .select_from(DataCollectionLog)
+            .where(DataCollectionLog.collection_type == "news")
+        )
+    assert news_logs == 4
+    with pytest.raises(jobs.JobNotRunningError):  # the lost run writes nothing any more
+        async with session_scope(db.sessions) as session:
+            await jobs.add_job_logs(
+                session, job_id, [jobs.LogEntry("news", "success")], run_started_at=old_run
+            )
+
+
+def start_worker(url: URL, *extra: str) -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        **url_env(url),
+        "COLLECTOR_STEP_SECONDS": "0.3",
+        "PYTHONPATH": str(os.getcwd()),
+    }
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "app.worker",
+            "tests.worker_collectors:STEADY",
+            "--heartbeat",
+            "0.3",
+            "--rescue-timeout",
+            "1.5",
+            "--poll-interval",
+            "0.2",
+            *extra,
+        ],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+async def wait_for_progress(db: Database, job_id: uuid.UUID, at_least: float) -> None:
+    for _ in range(200):
+        job = await db.job(job_id)
+        if job.overall_progress is not None and float(job.overall_progress) >= at_least:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no progress: {job.status} {job.overall_progress}")
+
+
+async def test_a_worker_killed_mid_job_is_replaced_and_the_job_finishes(db: Database) -> None:
+    [job_id] = await db.new_jobs(1, ["news", "disclosure"])
+    first = start_worker(db.url)
+    try:
+        await wait_for_progress(db, job_id, 20)
+        first.send_signal(signal.SIGKILL)
+        first.communicate(timeout=10)
+        killed_at = (await db.job(job_id)).progress or {}
+        second = start_worker(db.url)
+        try:
+            for _ in range(400):
+                if (await db.job(job_id)).status is JobStatus.COMPLETED:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            second.send_signal(signal.SIGTERM)
+            output = second.communicate(timeout=20)[0]
+        assert second.returncode == 0, output
+        assert "Traceback" not in output
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.communicate(timeout=10)
+    job = await db.job(job_id)
+    assert job.status is JobStatus.COMPLETED
+    assert [a.outcome for a in await db.attempts(job_id)] == ["lost", "completed"]
+    assert all(job.progress and job.progress[t] >= v for t, v in killed_at.items())
+
+
+async def test_sigterm_hands_the_job_back_with_its_progress(db: Database) -> None:
+    [job_id] = await db.new_jobs(1, ["news"])
+    worker = start_worker(db.url, "--grace", "0.2")
+    try:
+        await wait_for_progress(db, job_id, 20)
+        worker.send_signal(signal.SIGTERM)
+        output = worker.communicate(timeout=20)[0]
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.communicate(timeout=10)
+    assert worker.returncode == 0, output
+    assert "Traceback" not in output
+    job = await db.job(job_id)
+    assert job.status is JobStatus.PENDING and job.started_at is None
+    assert job.progress and job.progress["news"] >= 20
+    assert [a.outcome for a in await db.attempts(job_id)] == ["released"]  # not "lost"
