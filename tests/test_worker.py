@@ -183,7 +183,35 @@ async def test_a_job_whose_worker_is_gone_is_rescued_once_and_resumes_its_progre
             )
 
 
-def start_worker(url: URL, *extra: str) -> subprocess.Popen[str]:
+async def test_after_the_last_allowed_loss_the_job_fails_saying_so(db: Database) -> None:
+    [job_id] = await db.new_jobs(1, ["news"])
+    async with session_scope(db.sessions) as session:
+        gone = CollectionWorker(name="gone:2")
+        session.add(gone)
+        await session.flush()
+        job = await jobs.claim_next_job(session)
+        assert job is not None and job.started_at is not None
+        long_ago = datetime.now(UTC) - timedelta(minutes=5)
+        for ended in (long_ago, long_ago, None):  # two lost before, the live one lost now
+            session.add(
+                CollectionJobAttempt(
+                    collection_job_id=job_id,
+                    worker_id=gone.id,
+                    run_started_at=job.started_at if ended is None else long_ago,
+                    heartbeat_at=long_ago,
+                    ended_at=ended,
+                    outcome=None if ended is None else "lost",
+                )
+            )
+    settings = WorkerSettings(poll_interval=0.2, heartbeat_seconds=0.3, max_lost_attempts=3)
+    await asyncio.wait_for(Worker(db.url, STEADY, settings).run(until_empty=True), 60)
+    job = await db.job(job_id)
+    assert job.status is JobStatus.FAILED
+    assert job.error_message is not None
+    assert job.error_message.startswith("the worker stopped answering 3 times")
+
+
+def start_worker(url: URL, *extra: str, collectors: str = "STEADY") -> subprocess.Popen[str]:
     env = {
         **os.environ,
         **url_env(url),
@@ -195,7 +223,7 @@ def start_worker(url: URL, *extra: str) -> subprocess.Popen[str]:
             sys.executable,
             "-m",
             "app.worker",
-            "tests.worker_collectors:STEADY",
+            f"tests.worker_collectors:{collectors}",
             "--heartbeat",
             "0.3",
             "--rescue-timeout",
@@ -267,3 +295,27 @@ async def test_sigterm_hands_the_job_back_with_its_progress(db: Database) -> Non
     assert job.status is JobStatus.PENDING and job.started_at is None
     assert job.progress and job.progress["news"] >= 20
     assert [a.outcome for a in await db.attempts(job_id)] == ["released"]  # not "lost"
+
+
+async def test_a_collector_that_blocks_its_loop_is_not_rescued_while_its_process_lives(
+    db: Database,
+) -> None:
+    """The heartbeat has a thread of its own: 3 s of a blocked loop, twice the rescue
+    timeout, and another worker's rescuer still sees the attempt alive."""
+    [job_id] = await db.new_jobs(1, ["news"])
+    blocked = start_worker(db.url, collectors="BLOCKING")
+    rescuer = Worker(db.url, {"disclosure": STEADY["disclosure"]}, FAST)  # rescues, can't claim
+    rescuing = asyncio.create_task(rescuer.run())
+    try:
+        for _ in range(400):
+            if (await db.job(job_id)).status is JobStatus.COMPLETED:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        rescuer.stop()
+        rescuer.stop()
+        await asyncio.wait_for(rescuing, 10)
+        blocked.send_signal(signal.SIGTERM)
+        output = blocked.communicate(timeout=20)[0]
+    assert (await db.job(job_id)).status is JobStatus.COMPLETED, output
+    assert [a.outcome for a in await db.attempts(job_id)] == ["completed"]

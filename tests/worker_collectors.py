@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 
 from app.worker import CollectorContext, FinalError
 from app.worker.collectors import Collector
@@ -35,3 +36,12 @@ async def broken(ctx: CollectorContext) -> None:
 STEADY: dict[str, Collector] = {"news": steady, "disclosure": steady}
 FOREVER: dict[str, Collector] = {"news": forever}
 BROKEN: dict[str, Collector] = {"news": steady, "disclosure": broken}
+
+
+async def blocking(ctx: CollectorContext) -> None:
+    """Blocks its event loop (a CPU-bound or badly written collector) for 3 s."""
+    time.sleep(float(os.environ.get("COLLECTOR_BLOCK_SECONDS", "3")))
+    await ctx.report(100)
+
+
+BLOCKING: dict[str, Collector] = {"news": blocking}

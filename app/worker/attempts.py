@@ -135,6 +135,20 @@ async def end_attempt(conn: AsyncConnection, attempt_id: uuid.UUID, outcome: str
     await conn.execute(_END, {"attempt": attempt_id, "outcome": outcome})
 
 
+async def end_if_job_ended(conn: AsyncConnection, attempt_id: uuid.UUID, job_id: uuid.UUID) -> None:
+    """End an attempt stopped from outside as its job ended (cancelled, ...); an attempt of
+    a job that runs again elsewhere was already ended by the rescue."""
+    await conn.execute(
+        text(
+            "UPDATE collection_job_attempts SET ended_at = now(), outcome = j.status "
+            "FROM collection_jobs j WHERE collection_job_attempts.id = :attempt "
+            "AND ended_at IS NULL AND j.id = :job "
+            "AND j.status IN ('completed', 'failed', 'cancelled')"
+        ),
+        {"attempt": attempt_id, "job": job_id},
+    )
+
+
 async def release(
     conn: AsyncConnection, job_id: uuid.UUID, run: datetime, attempt_id: uuid.UUID
 ) -> None:

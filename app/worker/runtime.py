@@ -20,9 +20,11 @@ from typing import Any
 
 import asyncpg
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.engine import connect, create_engine, create_sessionmaker, session_scope
+from app.db.errors import DatabaseSetupError
 from app.models import CollectionJob, JobStatus
 from app.services import collection_jobs as jobs
 from app.worker import attempts
@@ -30,6 +32,13 @@ from app.worker.collectors import CollectorContext, Collectors, FinalError
 from app.worker.heartbeat import Heartbeat
 
 log = logging.getLogger(__name__)
+
+DATABASE_ERRORS = (OSError, asyncpg.PostgresError, DBAPIError, DatabaseSetupError)
+"""What a lost or refusing database raises: retried, never a crash."""
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 @dataclass(frozen=True)
@@ -86,6 +95,7 @@ class Worker:
         self._wake = asyncio.Event()
         self._stopping = False
         self._hurry = False
+        self._next_rescue = 0.0
 
     # --- control -------------------------------------------------------------------------
 
@@ -163,32 +173,51 @@ class Worker:
         return listener
 
     async def _work(self, engine: AsyncEngine, worker_id: uuid.UUID, until_empty: bool) -> None:
+        """Claim and wait, until stopped; a lost database is retried with backoff, one line
+        each time, never a crash."""
+        backoff = 0.0
+        while not self._stopping:
+            try:
+                if await self._claim_and_wait(engine, worker_id, until_empty):
+                    return
+                backoff = 0.0
+            except DATABASE_ERRORS as exc:
+                backoff = min(max(backoff * 2, 0.5), 10.0)
+                log.warning(
+                    "database unreachable (%s); retrying in %.1fs", _first_line(exc), backoff
+                )
+                await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+
+    async def _claim_and_wait(
+        self, engine: AsyncEngine, worker_id: uuid.UUID, until_empty: bool
+    ) -> bool:
+        """One round: rescue when due, claim up to the concurrency, wait for a wake-up, a
+        finished job or the poll interval. True when `until_empty` and nothing is left."""
         s = self.settings
         sessions = create_sessionmaker(engine)
-        next_rescue = 0.0
         loop = asyncio.get_running_loop()
-        while not self._stopping:
-            if loop.time() >= next_rescue:
-                async with self._autocommit(engine) as conn:
-                    rescued = await attempts.rescue(conn, s.rescue_timeout, s.max_lost_attempts)
-                if rescued:
-                    log.warning("rescued %d job(s) whose worker stopped answering", len(rescued))
-                next_rescue = loop.time() + s.heartbeat_seconds
-            claimed_any = False
-            while len(self._running) < s.concurrency and not self._stopping:
-                async with session_scope(sessions) as session:
-                    claimed = await attempts.claim(session, worker_id, sorted(self.collectors))
-                if claimed is None:
-                    break
-                claimed_any = True
-                await self._start(engine, claimed)
-            if until_empty and not claimed_any and not self._running:
-                return
-            self._wake.clear()
-            waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._wake.wait())]
-            waits += [r.task for r in self._running.values()]
-            await asyncio.wait(waits, timeout=s.poll_interval, return_when=asyncio.FIRST_COMPLETED)
-            waits[0].cancel()
+        if loop.time() >= self._next_rescue:
+            async with self._autocommit(engine) as conn:
+                rescued = await attempts.rescue(conn, s.rescue_timeout, s.max_lost_attempts)
+            if rescued:
+                log.warning("rescued %d job(s) whose worker stopped answering", len(rescued))
+            self._next_rescue = loop.time() + s.heartbeat_seconds
+        claimed_any = False
+        while len(self._running) < s.concurrency and not self._stopping:
+            async with session_scope(sessions) as session:
+                claimed = await attempts.claim(session, worker_id, sorted(self.collectors))
+            if claimed is None:
+                break
+            claimed_any = True
+            await self._start(engine, claimed)
+        if until_empty and not claimed_any and not self._running:
+            return True
+        self._wake.clear()
+        waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._wake.wait())]
+        waits += [r.task for r in self._running.values()]
+        await asyncio.wait(waits, timeout=s.poll_interval, return_when=asyncio.FIRST_COMPLETED)
+        waits[0].cancel()
+        return False
 
     async def _start(self, engine: AsyncEngine, claimed: attempts.Claimed) -> None:
         async with create_sessionmaker(engine)() as session:
@@ -235,14 +264,23 @@ class Worker:
             outcome = "cancelled" if gone.status is JobStatus.CANCELLED else None
         except asyncio.CancelledError:
             reason = self._running[attempt_id].reason if attempt_id in self._running else None
-            if reason == "shutdown":
+            if reason == "cut off":
+                return  # the database is out of reach: the rescue ends this attempt
+            try:
                 async with self._autocommit(engine) as conn:
-                    await attempts.release(conn, job.id, run, attempt_id)
-                return
-            outcome = "cancelled" if reason == "cancelled" else None
+                    if reason == "shutdown":
+                        await attempts.release(conn, job.id, run, attempt_id)
+                    else:  # cancelled, or superseded: the job says how this attempt ended
+                        await attempts.end_if_job_ended(conn, attempt_id, job.id)
+            except DATABASE_ERRORS as exc:
+                log.warning("could not record the end of job %s's attempt: %s", job.id, exc)
+            return
         if outcome is not None:
-            async with self._autocommit(engine) as conn:
-                await attempts.end_attempt(conn, attempt_id, outcome)
+            try:
+                async with self._autocommit(engine) as conn:
+                    await attempts.end_attempt(conn, attempt_id, outcome)
+            except DATABASE_ERRORS as exc:
+                log.warning("could not record the end of job %s's attempt: %s", job.id, exc)
 
     async def _fail(
         self, engine: AsyncEngine, job_id: uuid.UUID, run: datetime, why: str
