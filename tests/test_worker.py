@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -31,9 +32,10 @@ from app.models import (
 )
 from app.services import collection_jobs as jobs
 from app.testing.databases import CloneFactory
+from app.testing.worker import run_jobs
 from app.worker import Worker, WorkerSettings
 from app.worker.collectors import Collectors
-from tests.helpers.tools import url_env
+from tests.helpers.tools import assert_one_line_error, run_tool, url_env
 from tests.worker_collectors import BROKEN, FOREVER, STEADY
 
 FAST = WorkerSettings(poll_interval=0.2, heartbeat_seconds=0.3, rescue_timeout=1.5, retries=1)
@@ -85,7 +87,7 @@ async def db(database_of_its_own: CloneFactory) -> AsyncIterator[Database]:
 
 
 async def run_until_empty(db: Database, collectors: Collectors) -> None:
-    await asyncio.wait_for(Worker(db.url, collectors, FAST).run(until_empty=True), 60)
+    await run_jobs(db.url, collectors, FAST)
 
 
 async def test_jobs_run_to_completion_with_progress_logs_and_their_attempt(db: Database) -> None:
@@ -319,3 +321,25 @@ async def test_a_collector_that_blocks_its_loop_is_not_rescued_while_its_process
         output = blocked.communicate(timeout=20)[0]
     assert (await db.job(job_id)).status is JobStatus.COMPLETED, output
     assert [a.outcome for a in await db.attempts(job_id)] == ["completed"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["no_colon"], "'no_colon' is not module:attribute"),
+        (["no.such.module:X"], "cannot import no.such.module"),
+        (["tests.worker_collectors:nothing"], "is not a mapping of collection type"),
+        (["app.worker.demo:COLLECTORS", "--heartbeat", "8"], "more than twice --heartbeat"),
+    ],
+)
+def test_bad_collectors_or_settings_are_one_line_before_anything_is_claimed(
+    argv: list[str], message: str, tmp_path: Path
+) -> None:
+    result = run_tool("-m", "app.worker", *argv, env={"PYTHONPATH": os.getcwd()}, cwd=tmp_path)
+    assert_one_line_error(result, 2, message, prefix="worker: error: ")
+
+
+def test_bad_arguments_are_refused_by_the_parser(tmp_path: Path) -> None:
+    result = run_tool("-m", "app.worker", "x:y", "--concurrency", "0", env={}, cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--concurrency: 0 is not a positive whole number" in result.stderr
