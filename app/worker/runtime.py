@@ -223,6 +223,14 @@ class Worker:
         async with create_sessionmaker(engine)() as session:
             job = await session.get_one(CollectionJob, claimed.job_id)
         assert job.started_at is not None
+        log.info(
+            "job %s: %s, %s to %s%s",
+            job.id,
+            ", ".join(job.collection_types),
+            f"{job.start_date:%Y-%m-%d}",
+            f"{job.end_date:%Y-%m-%d}",
+            f" (resuming at {job.overall_progress}%)" if job.progress else "",
+        )
         task = asyncio.create_task(self._run_job(engine, claimed.attempt_id, job))
         self._running[claimed.attempt_id] = _Running(job.id, job.started_at, task)
         task.add_done_callback(lambda _t: self._running.pop(claimed.attempt_id, None))
@@ -257,6 +265,7 @@ class Worker:
             await self._collect_all(engine, job, run)
             async with session_scope(create_sessionmaker(engine)) as session:
                 await jobs.complete_job(session, job.id, run_started_at=run)
+            log.info("job %s: completed", job.id)
             outcome = "completed"
         except _TypeFailed as failed:
             outcome = await self._fail(engine, job.id, run, str(failed))
@@ -353,11 +362,22 @@ class _Reporter:
 
     def __init__(self, engine: AsyncEngine, job_id: uuid.UUID, run: datetime) -> None:
         self._engine, self._job_id, self._run = engine, job_id, run
+        self._quarter = 0
 
     async def report(self, collection_type: str, percent: float) -> None:
         async with self._connection() as conn:
-            await jobs.report_progress(
+            report = await jobs.report_progress(
                 conn, self._job_id, collection_type, percent, run_started_at=self._run
+            )
+        quarter = int(report.overall_progress // 25)
+        if quarter > self._quarter and report.overall_progress < 100:
+            self._quarter = quarter
+            finish = report.estimated_completion_time
+            log.info(
+                "job %s: %.1f%%, estimated finish %s",
+                self._job_id,
+                report.overall_progress,
+                finish.astimezone().strftime("%H:%M:%S") if finish else "unknown",
             )
 
     async def log(self, collection_type: str, entry: jobs.LogEntry) -> None:

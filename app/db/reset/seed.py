@@ -6,7 +6,15 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Analyst, CollectionJob, CollectionType, DataCollectionLog, JobStatus
+from app.models import (
+    Analyst,
+    CollectionJob,
+    CollectionJobAttempt,
+    CollectionType,
+    CollectionWorker,
+    DataCollectionLog,
+    JobStatus,
+)
 from app.models.enums import LogStatus
 
 _ANALYSTS = [
@@ -60,8 +68,38 @@ async def load_sample(session: AsyncSession) -> dict[str, int]:
                 ),
             )
         )
+    # Work for the demo worker (python -m app.worker app.worker.demo:COLLECTORS): jobs of
+    # uneven sizes, waiting.
+    for days, kinds in (
+        (7, types[:1]),
+        (14, types[:2]),
+        (30, [*types, CollectionType.RESEARCH_REPORT]),
+    ):
+        jobs.append(
+            CollectionJob(
+                analyst_id=analysts[days % len(analysts)].id,
+                collection_types=[t.value for t in kinds],
+                start_date=now - timedelta(days=days),
+                end_date=now,
+            )
+        )
     session.add_all(jobs)
     await session.flush()
+    # The running job's worker is gone: its attempt stopped heartbeating an hour ago, so a
+    # worker rescues it and resumes where each type stopped.
+    running = next(job for job in jobs if job.status is JobStatus.RUNNING)
+    gone = CollectionWorker(name="seed-worker:0", heartbeat_at=now - timedelta(hours=1))
+    session.add(gone)
+    await session.flush()
+    assert running.started_at is not None
+    session.add(
+        CollectionJobAttempt(
+            collection_job_id=running.id,
+            worker_id=gone.id,
+            run_started_at=running.started_at,
+            heartbeat_at=now - timedelta(hours=1),
+        )
+    )
 
     logs = [
         DataCollectionLog(
