@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -343,3 +343,50 @@ def test_bad_arguments_are_refused_by_the_parser(tmp_path: Path) -> None:
     result = run_tool("-m", "app.worker", "x:y", "--concurrency", "0", env={}, cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "--concurrency: 0 is not a positive whole number" in result.stderr
+
+
+async def test_eight_worker_processes_run_hundreds_of_jobs_each_exactly_once(
+    db: Database,
+) -> None:
+    job_ids = set(await db.new_jobs(300, ["news"]))
+    async with db.engine.begin() as conn:
+        await conn.execute(
+            text("CREATE TABLE collector_live (job_id uuid, type text, PRIMARY KEY (job_id, type))")
+        )
+        await conn.execute(text("CREATE TABLE collector_overlaps (job_id uuid, type text)"))
+        await conn.execute(text("CREATE TABLE collector_runs (job_id uuid, type text)"))
+    workers = [
+        start_worker(db.url, "--concurrency", "8", "--rescue-timeout", "6", collectors="COUNTED")
+        for _ in range(8)
+    ]
+    try:
+        for _ in range(1200):
+            async with db.sessions() as session:
+                left = await session.scalar(
+                    select(func.count())
+                    .select_from(CollectionJob)
+                    .where(CollectionJob.status != JobStatus.COMPLETED)
+                )
+            if left == 0:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+        outputs = [worker.communicate(timeout=30)[0] for worker in workers]
+    assert left == 0
+    assert all(w.returncode == 0 for w in workers), outputs
+    async with db.sessions() as session:
+        runs = (
+            await session.execute(text("SELECT job_id, count(*) FROM collector_runs GROUP BY 1"))
+        ).all()
+        overlaps = await session.scalar(text("SELECT count(*) FROM collector_overlaps"))
+        attempts = (
+            await session.execute(
+                select(CollectionJobAttempt.collection_job_id, CollectionJobAttempt.outcome)
+            )
+        ).all()
+    assert overlaps == 0
+    assert {job for job, _ in runs} == job_ids and {n for _, n in runs} == {1}
+    assert sorted(job for job, _ in attempts) == sorted(job_ids)  # one attempt each
+    assert {outcome for _, outcome in attempts} == {"completed"}

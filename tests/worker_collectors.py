@@ -8,6 +8,9 @@ import asyncio
 import os
 import time
 
+import asyncpg
+
+from app.db.urls import asyncpg_connect_args, parse_database_url
 from app.worker import CollectorContext, FinalError
 from app.worker.collectors import Collector
 
@@ -45,3 +48,36 @@ async def blocking(ctx: CollectorContext) -> None:
 
 
 BLOCKING: dict[str, Collector] = {"news": blocking}
+
+
+_counting_pool: asyncpg.Pool | None = None
+
+
+async def counted(ctx: CollectorContext) -> None:
+    """Records each run in the test's own tables: `collector_live` has one row per running
+    collector (its primary key refuses a second live run of one job's type, which is then
+    counted in `collector_overlaps`), `collector_runs` one row per finished run."""
+    global _counting_pool
+    if _counting_pool is None:
+        _counting_pool = await asyncpg.create_pool(
+            **asyncpg_connect_args(parse_database_url(os.environ["DATABASE_URL"])),
+            min_size=1,
+            max_size=2,
+        )
+    key = (ctx.job.id, ctx.collection_type)
+    try:
+        await _counting_pool.execute("INSERT INTO collector_live VALUES ($1, $2)", *key)
+    except asyncpg.UniqueViolationError:
+        await _counting_pool.execute("INSERT INTO collector_overlaps VALUES ($1, $2)", *key)
+        raise
+    try:
+        await ctx.report(50)
+        await asyncio.sleep(0.01)
+    finally:
+        await _counting_pool.execute(
+            "DELETE FROM collector_live WHERE job_id = $1 AND type = $2", *key
+        )
+    await _counting_pool.execute("INSERT INTO collector_runs VALUES ($1, $2)", *key)
+
+
+COUNTED: dict[str, Collector] = {"news": counted}

@@ -131,8 +131,12 @@ async def heartbeat(
     return {row[0] for row in rows}
 
 
-async def end_attempt(conn: AsyncConnection, attempt_id: uuid.UUID, outcome: str) -> None:
-    await conn.execute(_END, {"attempt": attempt_id, "outcome": outcome})
+async def end_attempt(
+    db: AsyncConnection | AsyncSession, attempt_id: uuid.UUID, outcome: str
+) -> None:
+    """Record how an attempt ended; in the same transaction as its job's end, where there
+    is one, so a finished job never keeps a live attempt."""
+    await db.execute(_END, {"attempt": attempt_id, "outcome": outcome})
 
 
 async def end_if_job_ended(conn: AsyncConnection, attempt_id: uuid.UUID, job_id: uuid.UUID) -> None:

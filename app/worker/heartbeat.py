@@ -54,6 +54,9 @@ class Heartbeat(threading.Thread):
         self._interval, self._cut_off_after = interval, cut_off_after
         self._live, self._superseded, self._cut_off = live, superseded, cut_off
         self._stopping = threading.Event()
+        # A slow beat is still a beat: wait for one up to a third of the time this worker
+        # may go without, so that a loaded server does not make a living worker stop.
+        self._patience = max(cut_off_after / 3, 0.1)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -68,10 +71,10 @@ class Heartbeat(threading.Thread):
         while not self._stopping.wait(self._interval):
             try:
                 if conn is None or conn.is_closed():
-                    conn = await connect(self._url, connect_timeout=self._interval)
+                    conn = await connect(self._url, connect_timeout=self._patience)
                 attempts = self._live()
                 current = await conn.fetch(
-                    HEARTBEAT_SQL, self._worker_id, attempts, timeout=self._interval
+                    HEARTBEAT_SQL, self._worker_id, attempts, timeout=self._patience
                 )
                 last_beat, cut = time.monotonic(), False
                 gone = set(attempts) - {row[0] for row in current}

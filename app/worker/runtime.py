@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.engine import connect, create_engine, create_sessionmaker, session_scope
 from app.db.errors import DatabaseSetupError
-from app.models import CollectionJob, JobStatus
+from app.models import CollectionJob
 from app.services import collection_jobs as jobs
 from app.worker import attempts
 from app.worker.collectors import CollectorContext, Collectors, FinalError
@@ -258,49 +258,44 @@ class Worker:
     async def _run_job(
         self, engine: AsyncEngine, attempt_id: uuid.UUID, job: CollectionJob
     ) -> None:
+        """Collect every type, then complete the job and end its attempt in one
+        transaction; or fail it; or, stopped from outside, record why."""
         run = job.started_at
         assert run is not None
-        outcome: str | None
         try:
-            await self._collect_all(engine, job, run)
-            async with session_scope(create_sessionmaker(engine)) as session:
-                await jobs.complete_job(session, job.id, run_started_at=run)
-            log.info("job %s: completed", job.id)
-            outcome = "completed"
-        except _TypeFailed as failed:
-            outcome = await self._fail(engine, job.id, run, str(failed))
-        except jobs.JobNotRunningError as gone:
-            outcome = "cancelled" if gone.status is JobStatus.CANCELLED else None
-        except asyncio.CancelledError:
-            reason = self._running[attempt_id].reason if attempt_id in self._running else None
-            if reason == "cut off":
-                return  # the database is out of reach: the rescue ends this attempt
             try:
+                await self._collect_all(engine, job, run)
+                async with session_scope(create_sessionmaker(engine)) as session:
+                    await jobs.complete_job(session, job.id, run_started_at=run)
+                    await attempts.end_attempt(session, attempt_id, "completed")
+                log.info("job %s: completed", job.id)
+            except _TypeFailed as failed:
+                await self._fail(engine, job.id, run, attempt_id, str(failed))
+            except jobs.JobNotRunningError:  # cancelled, or run again elsewhere
+                async with self._autocommit(engine) as conn:
+                    await attempts.end_if_job_ended(conn, attempt_id, job.id)
+            except asyncio.CancelledError:
+                reason = self._running[attempt_id].reason if attempt_id in self._running else None
+                if reason == "cut off":
+                    return  # the database is out of reach: the rescue ends this attempt
                 async with self._autocommit(engine) as conn:
                     if reason == "shutdown":
                         await attempts.release(conn, job.id, run, attempt_id)
                     else:  # cancelled, or superseded: the job says how this attempt ended
                         await attempts.end_if_job_ended(conn, attempt_id, job.id)
-            except DATABASE_ERRORS as exc:
-                log.warning("could not record the end of job %s's attempt: %s", job.id, exc)
-            return
-        if outcome is not None:
-            try:
-                async with self._autocommit(engine) as conn:
-                    await attempts.end_attempt(conn, attempt_id, outcome)
-            except DATABASE_ERRORS as exc:
-                log.warning("could not record the end of job %s's attempt: %s", job.id, exc)
+        except DATABASE_ERRORS as exc:  # the attempt stays live: the rescue takes it over
+            log.warning("job %s: could not record its end (%s)", job.id, _first_line(exc))
 
     async def _fail(
-        self, engine: AsyncEngine, job_id: uuid.UUID, run: datetime, why: str
-    ) -> str | None:
+        self, engine: AsyncEngine, job_id: uuid.UUID, run: datetime, attempt_id: uuid.UUID, why: str
+    ) -> None:
         try:
             async with session_scope(create_sessionmaker(engine)) as session:
                 await jobs.fail_job(session, job_id, why, run_started_at=run)
+                await attempts.end_attempt(session, attempt_id, "failed")
         except jobs.JobNotRunningError:
-            return None
+            return
         log.warning("job %s failed: %s", job_id, why)
-        return "failed"
 
     async def _collect_all(self, engine: AsyncEngine, job: CollectionJob, run: datetime) -> None:
         reporter = _Reporter(engine, job.id, run)
