@@ -13,6 +13,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from app.testing.databases import CloneFactory
 from app.testing.worker import run_jobs
 from app.worker import Worker, WorkerSettings
 from app.worker.collectors import Collectors
+from tests.helpers.proxy import proxy_to
 from tests.helpers.tools import assert_one_line_error, run_tool, url_env
 from tests.worker_collectors import BROKEN, FOREVER, STEADY
 
@@ -67,6 +69,12 @@ class Database:
     async def job(self, job_id: uuid.UUID) -> CollectionJob:
         async with self.sessions() as session:
             return await session.get_one(CollectionJob, job_id)
+
+    async def count_logs(self) -> int:
+        async with self.sessions() as session:
+            return int(
+                await session.scalar(select(func.count()).select_from(DataCollectionLog)) or 0
+            )
 
     async def attempts(self, job_id: uuid.UUID) -> list[CollectionJobAttempt]:
         async with self.sessions() as session:
@@ -390,3 +398,42 @@ async def test_eight_worker_processes_run_hundreds_of_jobs_each_exactly_once(
     assert {job for job, _ in runs} == job_ids and {n for _, n in runs} == {1}
     assert sorted(job for job, _ in attempts) == sorted(job_ids)  # one attempt each
     assert {outcome for _, outcome in attempts} == {"completed"}
+
+
+async def test_a_worker_cut_off_from_the_database_stops_and_its_late_writes_never_land(
+    db: Database,
+) -> None:
+    [job_id] = await db.new_jobs(1, ["news"])
+    async with proxy_to(db.url) as (proxy, through_proxy):
+        cut = start_worker(through_proxy, "--heartbeat", "0.3", "--rescue-timeout", "2")
+        try:
+            await wait_for_progress(db, job_id, 20)
+            proxy.forwarding.clear()  # the network splits: nothing passes, nothing closes
+            rescuer = Worker(db.url, STEADY, replace(FAST, rescue_timeout=2.0))
+            rescuing = asyncio.create_task(rescuer.run())
+            try:
+                for _ in range(600):
+                    if (await db.job(job_id)).status is JobStatus.COMPLETED:
+                        break
+                    await asyncio.sleep(0.05)
+            finally:
+                rescuer.stop()
+                rescuer.stop()
+                await asyncio.wait_for(rescuing, 10)
+            assert (await db.job(job_id)).status is JobStatus.COMPLETED
+            logs_after = await db.count_logs()
+            proxy.forwarding.set()  # the split heals: whatever the old attempt sent arrives
+            await asyncio.sleep(2)
+            assert await db.count_logs() == logs_after  # refused: not the current run
+            assert (await db.job(job_id)).status is JobStatus.COMPLETED
+            assert [a.outcome for a in await db.attempts(job_id)] == ["lost", "completed"]
+        finally:
+            cut.send_signal(signal.SIGTERM)
+            try:
+                output = cut.communicate(timeout=30)[0]
+            except subprocess.TimeoutExpired:
+                cut.kill()
+                output = cut.communicate()[0]
+                raise AssertionError(f"the worker did not stop:\n{output}") from None
+    assert cut.returncode == 0, output
+    assert "Traceback" not in output

@@ -43,6 +43,7 @@ def create_engine(
     disable_prepared_statements: bool = False,
     application_name: str = "collection-jobs",
     null_pool: bool = False,
+    command_timeout: float | None = None,
 ) -> AsyncEngine:
     """Build an asyncpg engine for `url` (a URL, or a string in any accepted form).
 
@@ -50,6 +51,8 @@ def create_engine(
     prepared statement may land on another server connection: asyncpg's and SQLAlchemy's
     statement caches are turned off and every statement gets a unique name.
     `null_pool` opens a connection per checkout (scripts, migrations, PgBouncer).
+    `command_timeout` (seconds) bounds every statement: for a caller that must notice a
+    dead link (the worker), not for migrations, whose long steps are meant to wait.
     """
     url = as_url(url)
     connect_args: dict[str, Any] = {
@@ -57,6 +60,8 @@ def create_engine(
         "server_settings": {"application_name": application_name},
         **ssl_connect_args(url),
     }
+    if command_timeout is not None:
+        connect_args["command_timeout"] = command_timeout
     url = engine_url(url)
     if disable_prepared_statements:
         connect_args["statement_cache_size"] = 0

@@ -85,7 +85,8 @@ class Heartbeat(threading.Thread):
                     conn.terminate()
                     conn = None
                 silent_for = time.monotonic() - last_beat
-                log.warning("heartbeat failed (%.1fs without one): %s", silent_for, exc)
+                why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                log.warning("heartbeat failed (%.1fs without one): %s", silent_for, why)
                 if silent_for >= self._cut_off_after and not cut:
                     cut = True
                     self._cut_off()

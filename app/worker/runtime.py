@@ -33,7 +33,7 @@ from app.worker.heartbeat import Heartbeat
 
 log = logging.getLogger(__name__)
 
-DATABASE_ERRORS = (OSError, asyncpg.PostgresError, DBAPIError, DatabaseSetupError)
+DATABASE_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, DBAPIError, DatabaseSetupError)
 """What a lost or refusing database raises: retried, never a crash."""
 
 
@@ -123,7 +123,13 @@ class Worker:
         """Work until `stop()` (or, with `until_empty`, until no job is left to claim)."""
         s = self.settings
         engine = create_engine(
-            self.url, pool_size=s.concurrency + 2, application_name="collection-worker"
+            self.url,
+            pool_size=s.concurrency + 2,
+            application_name="collection-worker",
+            connect_timeout=max(2.0, s.rescue_timeout / 2),
+            # A dead link must fail a statement, not hang it: the loop then retries, and a
+            # shutdown always finishes.
+            command_timeout=max(2.0, s.rescue_timeout / 2),
         )
         loop = asyncio.get_running_loop()
         listener: asyncpg.Connection | None = None
@@ -149,14 +155,20 @@ class Worker:
                 listener = await self._listen()
             await self._work(engine, worker_id, until_empty)
             await self._shut_down(engine)
-            async with self._autocommit(engine) as conn:
-                await attempts.worker_stopped(conn, worker_id)
+            try:
+                async with self._autocommit(engine) as conn:
+                    await attempts.worker_stopped(conn, worker_id)
+            except DATABASE_ERRORS as exc:
+                log.warning("could not record this worker's stop (%s)", _first_line(exc))
         finally:
             if heartbeat is not None:
                 heartbeat.stop()
+            # Closing politely waits for the server: over a dead link, give up after a while.
             if listener is not None:
-                await listener.close()
-            await engine.dispose()
+                with contextlib.suppress(*DATABASE_ERRORS):
+                    await listener.close(timeout=s.heartbeat_seconds)
+            with contextlib.suppress(*DATABASE_ERRORS):
+                await asyncio.wait_for(engine.dispose(), max(2.0, s.rescue_timeout / 2))
 
     async def _listen(self) -> asyncpg.Connection:
         listener = await connect(self.url, application_name="collection-worker-listen")
