@@ -23,6 +23,8 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.db.engine import create_engine, create_sessionmaker, session_scope
+from app.db.reset import init_db
+from app.db.settings import Environment
 from app.models import (
     Analyst,
     CollectionJob,
@@ -36,6 +38,7 @@ from app.testing.databases import CloneFactory
 from app.testing.worker import run_jobs
 from app.worker import Worker, WorkerSettings
 from app.worker.collectors import Collectors
+from tests.helpers.password_server import restartable_server
 from tests.helpers.proxy import proxy_to
 from tests.helpers.tools import assert_one_line_error, run_tool, url_env
 from tests.worker_collectors import BROKEN, FOREVER, STEADY
@@ -437,3 +440,39 @@ async def test_a_worker_cut_off_from_the_database_stops_and_its_late_writes_neve
                 raise AssertionError(f"the worker did not stop:\n{output}") from None
     assert cut.returncode == 0, output
     assert "Traceback" not in output
+
+
+async def test_a_postgresql_restart_while_jobs_run_is_ridden_out(tmp_path: Path) -> None:
+    """Workers reconnect after the server restarts: every job completes (or is rescued and
+    completes), every worker exits 0, and no output holds a traceback."""
+    with restartable_server() as (admin, restart):
+        url = admin.set(database="postgres")
+        engine = create_engine(url, null_pool=True)
+        try:
+            await init_db(engine, environment=Environment.TEST)
+            db = Database(url, engine)
+            job_ids = await db.new_jobs(12, ["news"])
+            workers = [start_worker(url, "--concurrency", "2") for _ in range(2)]
+            try:
+                await wait_for_progress(db, job_ids[0], 20)
+                await asyncio.to_thread(restart)
+                await engine.dispose()  # the test's own connections died with the server
+                for _ in range(1200):
+                    async with db.sessions() as session:
+                        left = await session.scalar(
+                            select(func.count())
+                            .select_from(CollectionJob)
+                            .where(CollectionJob.status != JobStatus.COMPLETED)
+                        )
+                    if left == 0:
+                        break
+                    await asyncio.sleep(0.1)
+            finally:
+                for worker in workers:
+                    worker.send_signal(signal.SIGTERM)
+                outputs = [worker.communicate(timeout=30)[0] for worker in workers]
+            assert left == 0, outputs
+            assert [w.returncode for w in workers] == [0, 0], outputs
+            assert not any("Traceback" in output for output in outputs), outputs
+        finally:
+            await engine.dispose()

@@ -12,7 +12,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -29,6 +29,13 @@ def _free_port() -> int:
 
 @contextmanager
 def password_server() -> Iterator[URL]:
+    with restartable_server() as (url, _restart):
+        yield url
+
+
+@contextmanager
+def restartable_server() -> Iterator[tuple[URL, Callable[[], None]]]:
+    """The same server, with a function that restarts it (fast shutdown, then start)."""
     from app.db.embedded import server
 
     bin_dir = server.binaries()
@@ -56,25 +63,34 @@ def password_server() -> Iterator[URL]:
         f"--pwfile={pwfile}",
         "--encoding=utf8",
     )
-    run(
-        str(bin_dir / "pg_ctl"),
-        "-D",
-        str(pgdata),
-        "-w",
-        "-l",
-        str(root / "log"),
-        "-o",
-        f"-h 127.0.0.1 -p {port} -k {shlex.quote(str(root))}",
-        "start",
-    )
+
+    def start(command: str = "start") -> None:
+        run(
+            str(bin_dir / "pg_ctl"),
+            "-D",
+            str(pgdata),
+            "-w",
+            "-m",
+            "fast",
+            "-l",
+            str(root / "log"),
+            "-o",
+            f"-h 127.0.0.1 -p {port} -k {shlex.quote(str(root))}",
+            command,
+        )
+
+    start()
     try:
-        yield URL.create(
-            "postgresql+asyncpg",
-            username="postgres",
-            password=PASSWORD,
-            host="127.0.0.1",
-            port=port,
-            database="postgres",
+        yield (
+            URL.create(
+                "postgresql+asyncpg",
+                username="postgres",
+                password=PASSWORD,
+                host="127.0.0.1",
+                port=port,
+                database="postgres",
+            ),
+            lambda: start("restart"),
         )
     finally:
         run(str(bin_dir / "pg_ctl"), "-D", str(pgdata), "-w", "-m", "immediate", "stop")
