@@ -41,6 +41,7 @@ from app.worker.collectors import Collectors
 from tests.helpers.password_server import restartable_server
 from tests.helpers.proxy import proxy_to
 from tests.helpers.tools import assert_one_line_error, run_tool, url_env
+from tests.test_concurrency import pgbouncer_url  # noqa: F401 - the fixture, shared
 from tests.worker_collectors import BROKEN, FOREVER, STEADY
 
 FAST = WorkerSettings(poll_interval=0.2, heartbeat_seconds=0.3, rescue_timeout=1.5, retries=1)
@@ -224,12 +225,15 @@ async def test_after_the_last_allowed_loss_the_job_fails_saying_so(db: Database)
     assert job.error_message.startswith("the worker stopped answering 3 times")
 
 
-def start_worker(url: URL, *extra: str, collectors: str = "STEADY") -> subprocess.Popen[str]:
+def start_worker(
+    url: URL, *extra: str, collectors: str = "STEADY", env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
     env = {
         **os.environ,
         **url_env(url),
         "COLLECTOR_STEP_SECONDS": "0.3",
         "PYTHONPATH": str(os.getcwd()),
+        **(env or {}),
     }
     return subprocess.Popen(
         [
@@ -476,3 +480,30 @@ async def test_a_postgresql_restart_while_jobs_run_is_ridden_out(tmp_path: Path)
             assert not any("Traceback" in output for output in outputs), outputs
         finally:
             await engine.dispose()
+
+
+@pytest.mark.parametrize("listening", ["poll only", "direct listen URL"])
+async def test_through_pgbouncer_in_transaction_mode(
+    listening: str, db: Database, request: pytest.FixtureRequest
+) -> None:
+    """Poll-only, or LISTEN on a direct connection of its own; everything else through a
+    real PgBouncer in transaction mode, without named prepared statements."""
+    through = request.getfixturevalue("pgbouncer_url").set(database=db.url.database)
+    env = {"DB_DISABLE_PREPARED_STATEMENTS": "true"}
+    extra: tuple[str, ...] = ("--no-listen",)
+    if listening != "poll only":
+        env["WORKER_LISTEN_URL"] = db.url.render_as_string(hide_password=False)
+        extra = ()
+    job_ids = await db.new_jobs(4, ["news", "disclosure"])
+    worker = start_worker(through, *extra, env=env)
+    try:
+        for _ in range(600):
+            statuses = {(await db.job(job_id)).status for job_id in job_ids}
+            if statuses == {JobStatus.COMPLETED}:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        output = worker.communicate(timeout=30)[0]
+    assert statuses == {JobStatus.COMPLETED}, output
+    assert worker.returncode == 0 and "Traceback" not in output, output

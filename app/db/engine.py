@@ -117,15 +117,21 @@ async def session_scope(
 
 
 async def connect(
-    url: URL | str, *, connect_timeout: float = 10.0, application_name: str = "collection-jobs"
+    url: URL | str,
+    *,
+    connect_timeout: float = 10.0,
+    application_name: str = "collection-jobs",
+    statement_cache_size: int = 100,
 ) -> asyncpg.Connection:
-    """A plain asyncpg connection (no pool), failures translated as for the engine."""
+    """A plain asyncpg connection (no pool), failures translated as for the engine.
+    `statement_cache_size=0` keeps no named statements (PgBouncer in transaction mode)."""
     url = as_url(url)
     with translate_connect_errors(url):
         return await asyncpg.connect(
             **asyncpg_connect_args(url),
             timeout=connect_timeout,
             server_settings={"application_name": application_name},
+            statement_cache_size=statement_cache_size,
         )
 
 

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
 
     database_url: SecretStr | None = None
     """Target database; unset means the embedded server (development and test only)."""
+    worker_listen_url: SecretStr | None = None
+    """A direct URL for the worker's LISTEN connection alone, when DATABASE_URL goes
+    through PgBouncer in transaction mode (which cannot pass LISTEN on)."""
     test_database_url: SecretStr | None = None
     """Server the test suite uses instead of the embedded one; the tests own that database."""
     app_env: Environment | None = None
@@ -83,7 +86,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"must be one of {', '.join(allowed)}")
         return value
 
-    @field_validator("database_url", "test_database_url", mode="before")
+    @field_validator("database_url", "test_database_url", "worker_listen_url", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value

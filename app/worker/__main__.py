@@ -19,6 +19,7 @@ from app.db.cli import run_command
 from app.db.embedded import database_url
 from app.db.errors import ConfigurationError
 from app.db.settings import load_settings
+from app.db.urls import parse_database_url
 from app.worker.collectors import CollectorLoadError, load_collectors
 from app.worker.runtime import Worker, WorkerSettings
 
@@ -50,6 +51,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-listen", action="store_true", help="poll only (PgBouncer, transaction mode)"
     )
+
     return p
 
 
@@ -61,6 +63,10 @@ async def _main(args: argparse.Namespace) -> int:
     if args.rescue_timeout <= 2 * args.heartbeat:
         raise ConfigurationError("--rescue-timeout must be more than twice --heartbeat")
     settings = load_settings()
+    listen_url = None  # a setting, never an argument: a password on argv is seen by all
+    if settings.worker_listen_url is not None:
+        raw = settings.worker_listen_url.get_secret_value()
+        listen_url = parse_database_url(raw, setting="WORKER_LISTEN_URL")
     url = await database_url(settings, settings.environment(), create=False)
     worker = Worker(
         url,
@@ -73,6 +79,8 @@ async def _main(args: argparse.Namespace) -> int:
             grace_seconds=args.grace,
             retries=args.retries,
             listen=not args.no_listen,
+            listen_url=listen_url,
+            prepared_statements=not settings.db_disable_prepared_statements,
         ),
     )
     loop = asyncio.get_running_loop()

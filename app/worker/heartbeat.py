@@ -71,7 +71,9 @@ class Heartbeat(threading.Thread):
         while not self._stopping.wait(self._interval):
             try:
                 if conn is None or conn.is_closed():
-                    conn = await connect(self._url, connect_timeout=self._patience)
+                    conn = await connect(  # no named statements: works through PgBouncer
+                        self._url, connect_timeout=self._patience, statement_cache_size=0
+                    )
                 attempts = self._live()
                 current = await conn.fetch(
                     HEARTBEAT_SQL, self._worker_id, attempts, timeout=self._patience

@@ -59,7 +59,12 @@ class WorkerSettings:
     grace_seconds: float = 30.0
     """On SIGTERM, how long running jobs may finish before they are handed back."""
     listen: bool = True
-    """False behind PgBouncer in transaction mode: polling only."""
+    """False behind PgBouncer in transaction mode without `listen_url`: polling only."""
+    listen_url: URL | None = None
+    """A direct connection for LISTEN alone (PgBouncer in transaction mode cannot pass it
+    on); the rest goes through the worker's URL."""
+    prepared_statements: bool = True
+    """False behind PgBouncer in transaction mode (DB_DISABLE_PREPARED_STATEMENTS)."""
 
 
 class _TypeFailed(Exception):
@@ -127,6 +132,7 @@ class Worker:
             pool_size=s.concurrency + 2,
             application_name="collection-worker",
             connect_timeout=max(2.0, s.rescue_timeout / 2),
+            disable_prepared_statements=not s.prepared_statements,
             # A dead link must fail a statement, not hang it: the loop then retries, and a
             # shutdown always finishes.
             command_timeout=max(2.0, s.rescue_timeout / 2),
@@ -171,7 +177,9 @@ class Worker:
                 await asyncio.wait_for(engine.dispose(), max(2.0, s.rescue_timeout / 2))
 
     async def _listen(self) -> asyncpg.Connection:
-        listener = await connect(self.url, application_name="collection-worker-listen")
+        listener = await connect(
+            self.settings.listen_url or self.url, application_name="collection-worker-listen"
+        )
 
         def heard(_conn: Any, _pid: int, channel: str, payload: object) -> None:
             if channel == jobs.JOB_CANCELLED:
