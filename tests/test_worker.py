@@ -507,3 +507,31 @@ async def test_through_pgbouncer_in_transaction_mode(
         output = worker.communicate(timeout=30)[0]
     assert statuses == {JobStatus.COMPLETED}, output
     assert worker.returncode == 0 and "Traceback" not in output, output
+
+
+@pytest.mark.parametrize("action", ["fail", "requeue"])
+async def test_a_job_stuck_while_its_worker_lives_is_told_apart_and_handled(
+    action: str, db: Database
+) -> None:
+    """Heartbeats, but no progress for `stuck_after`: not rescued as lost; failed saying
+    so, or handed back with its progress, as configured."""
+    [job_id] = await db.new_jobs(1, ["news"])
+    worker = Worker(db.url, FOREVER, replace(FAST, stuck_after=1.0, stuck_action=action))
+    running = asyncio.create_task(worker.run())
+    try:
+        for _ in range(200):
+            outcomes = [a.outcome for a in await db.attempts(job_id)]
+            if outcomes and outcomes[0] is not None:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        worker.stop()
+        worker.stop()
+        await asyncio.wait_for(running, 10)
+    job = await db.job(job_id)
+    if action == "fail":
+        assert outcomes[0] == "failed" and job.status is JobStatus.FAILED
+        assert job.error_message is not None
+        assert job.error_message.startswith("no progress for 1s while its worker was alive")
+    else:
+        assert outcomes[0] == "released" and job.progress == {"news": 5.0}

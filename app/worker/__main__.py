@@ -49,6 +49,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--grace", type=_positive, default=defaults.grace_seconds)
     p.add_argument("--retries", type=int, default=defaults.retries)
     p.add_argument(
+        "--stuck-after",
+        type=_positive,
+        default=defaults.stuck_after,
+        help="seconds without progress, while the worker lives, that make a job stuck",
+    )
+    p.add_argument(
+        "--stuck-action",
+        choices=["log", "fail", "requeue"],
+        default=defaults.stuck_action,
+        help="what to do with a stuck job (default: log it)",
+    )
+    p.add_argument(
         "--no-listen", action="store_true", help="poll only (PgBouncer, transaction mode)"
     )
 
@@ -78,6 +90,8 @@ async def _main(args: argparse.Namespace) -> int:
             rescue_timeout=args.rescue_timeout,
             grace_seconds=args.grace,
             retries=args.retries,
+            stuck_after=args.stuck_after,
+            stuck_action=args.stuck_action,
             listen=not args.no_listen,
             listen_url=listen_url,
             prepared_statements=not settings.db_disable_prepared_statements,

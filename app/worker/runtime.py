@@ -14,6 +14,7 @@ import os
 import random
 import socket
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -63,6 +64,11 @@ class WorkerSettings:
     listen_url: URL | None = None
     """A direct connection for LISTEN alone (PgBouncer in transaction mode cannot pass it
     on); the rest goes through the worker's URL."""
+    stuck_after: float = 600.0
+    """A running job with no progress for this long, while its worker lives, is stuck:
+    logged once, and failed or handed back if `stuck_action` says so."""
+    stuck_action: str = "log"
+    """`log`, `fail` (the job fails saying so) or `requeue` (handed back, progress kept)."""
     prepared_statements: bool = True
     """False behind PgBouncer in transaction mode (DB_DISABLE_PREPARED_STATEMENTS)."""
 
@@ -78,8 +84,11 @@ class _Running:
     job_id: uuid.UUID
     run: datetime
     task: asyncio.Task[None]
+    last_progress: float
+    """When it last reported (the event loop's clock), to tell a stuck job."""
     reason: str | None = field(default=None)
-    """Why it was stopped from outside: cancelled, superseded, cut off, shutdown."""
+    """Why it was stopped from outside: cancelled, superseded, cut off, shutdown, stuck."""
+    flagged_stuck: bool = False
 
 
 class Worker:
@@ -116,6 +125,33 @@ class Worker:
             if running is not None and running.reason is None:
                 running.reason = reason
                 running.task.cancel()
+
+    def _progressed(self, job_id: uuid.UUID) -> None:
+        now = asyncio.get_running_loop().time()
+        for running in self._running.values():
+            if running.job_id == job_id:
+                running.last_progress, running.flagged_stuck = now, False
+
+    def _check_stuck(self) -> None:
+        """A job of this living worker with no progress for `stuck_after`: logged once, and
+        failed or handed back when `stuck_action` says so."""
+        s = self.settings
+        now = asyncio.get_running_loop().time()
+        for attempt_id, running in list(self._running.items()):
+            silent = now - running.last_progress
+            if silent < s.stuck_after or running.flagged_stuck:
+                continue
+            running.flagged_stuck = True
+            log.warning(
+                "job %s: no progress for %.0fs while its worker is alive (%s)",
+                running.job_id,
+                silent,
+                {"log": "left running", "fail": "failing it", "requeue": "handing it back"}.get(
+                    s.stuck_action, s.stuck_action
+                ),
+            )
+            if s.stuck_action in ("fail", "requeue"):
+                self._stop_attempts({attempt_id}, f"stuck:{s.stuck_action}:{silent:.0f}")
 
     def _cancelled(self, job_id: uuid.UUID) -> None:
         self._stop_attempts(
@@ -222,6 +258,7 @@ class Worker:
             if rescued:
                 log.warning("rescued %d job(s) whose worker stopped answering", len(rescued))
             self._next_rescue = loop.time() + s.heartbeat_seconds
+        self._check_stuck()
         claimed_any = False
         while len(self._running) < s.concurrency and not self._stopping:
             async with session_scope(sessions) as session:
@@ -252,7 +289,8 @@ class Worker:
             f" (resuming at {job.overall_progress}%)" if job.progress else "",
         )
         task = asyncio.create_task(self._run_job(engine, claimed.attempt_id, job))
-        self._running[claimed.attempt_id] = _Running(job.id, job.started_at, task)
+        now = asyncio.get_running_loop().time()
+        self._running[claimed.attempt_id] = _Running(job.id, job.started_at, task, now)
         task.add_done_callback(lambda _t: self._running.pop(claimed.attempt_id, None))
 
     async def _shut_down(self, engine: AsyncEngine) -> None:
@@ -298,8 +336,13 @@ class Worker:
                 reason = self._running[attempt_id].reason if attempt_id in self._running else None
                 if reason == "cut off":
                     return  # the database is out of reach: the rescue ends this attempt
+                if reason is not None and reason.startswith("stuck:fail:"):
+                    silent = reason.rsplit(":", 1)[1]
+                    why = f"no progress for {silent}s while its worker was alive"
+                    await self._fail(engine, job.id, run, attempt_id, why)
+                    return
                 async with self._autocommit(engine) as conn:
-                    if reason == "shutdown":
+                    if reason == "shutdown" or (reason or "").startswith("stuck:requeue"):
                         await attempts.release(conn, job.id, run, attempt_id)
                     else:  # cancelled, or superseded: the job says how this attempt ended
                         await attempts.end_if_job_ended(conn, attempt_id, job.id)
@@ -318,7 +361,7 @@ class Worker:
         log.warning("job %s failed: %s", job_id, why)
 
     async def _collect_all(self, engine: AsyncEngine, job: CollectionJob, run: datetime) -> None:
-        reporter = _Reporter(engine, job.id, run)
+        reporter = _Reporter(engine, job.id, run, self._progressed)
         bound = asyncio.Semaphore(self.settings.type_concurrency)
         progress = job.progress or {}
 
@@ -375,8 +418,15 @@ class Worker:
 class _Reporter:
     """A collector's progress and logs, each write fenced to this attempt's run."""
 
-    def __init__(self, engine: AsyncEngine, job_id: uuid.UUID, run: datetime) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        job_id: uuid.UUID,
+        run: datetime,
+        progressed: Callable[[uuid.UUID], None],
+    ) -> None:
         self._engine, self._job_id, self._run = engine, job_id, run
+        self._progressed = progressed
         self._quarter = 0
 
     async def report(self, collection_type: str, percent: float) -> None:
@@ -384,6 +434,7 @@ class _Reporter:
             report = await jobs.report_progress(
                 conn, self._job_id, collection_type, percent, run_started_at=self._run
             )
+        self._progressed(self._job_id)
         quarter = int(report.overall_progress // 25)
         if quarter > self._quarter and report.overall_progress < 100:
             self._quarter = quarter
