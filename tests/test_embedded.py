@@ -266,3 +266,22 @@ def test_read_only_commands_on_the_embedded_default_create_no_database(
     )
     assert "collection_dev" not in listed.stdout.split()
     assert not list(tmp_path.iterdir())
+
+
+def test_a_folder_made_by_another_starter_meanwhile_is_used(open_folder: Path) -> None:
+    """Two processes start a new server at once: the second finds the folder the first
+    made between its look and its mkdir (xdist workers on a new suite's server)."""
+
+    class MadeMeanwhile(type(Path())):  # type: ignore[misc]
+        def exists(self, **kwargs: object) -> bool:
+            return False if self.name == "pgdata" else super().exists()
+
+    pgdata = open_folder / "pgdata"
+    pgdata.mkdir(mode=0o700)
+    user = server.server_user()
+    if user is not None:
+        os.chown(pgdata, user.pw_uid, user.pw_gid)
+    try:
+        assert server.ensure_running(MadeMeanwhile(pgdata)).pid > 0
+    finally:
+        server.remove(pgdata)

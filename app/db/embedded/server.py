@@ -317,10 +317,13 @@ def ensure_running(
     user = server_user()
     check_reachable(pgdata, user, setting=setting)
     if not pgdata.exists():
-        pgdata.mkdir(mode=0o700)
-        if user is not None:
-            os.chown(pgdata, user.pw_uid, user.pw_gid)
-    elif not pgdata.is_dir():
+        # Several processes (xdist workers) may start a new server at once: one makes the
+        # folder, the others find it made; the lock below lets one of them start it.
+        with contextlib.suppress(FileExistsError):
+            pgdata.mkdir(mode=0o700)
+            if user is not None:
+                os.chown(pgdata, user.pw_uid, user.pw_gid)
+    if not pgdata.is_dir():
         raise ConfigurationError(f"{setting} ({pgdata}) is not a folder")
     with locked(pgdata):
         running = read_running(pgdata)
