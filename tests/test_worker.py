@@ -257,6 +257,21 @@ def start_worker(
     )
 
 
+async def wait_until_all_completed(db: Database, seconds: float) -> int:
+    """Wait until every job of the database is completed; how many are not (0 on time)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        async with db.sessions() as session:
+            left = await session.scalar(
+                select(func.count())
+                .select_from(CollectionJob)
+                .where(CollectionJob.status != JobStatus.COMPLETED)
+            )
+        if left == 0 or time.monotonic() > deadline:
+            return int(left or 0)
+        await asyncio.sleep(0.05)
+
+
 async def wait_for_progress(db: Database, job_id: uuid.UUID, at_least: float) -> None:
     for _ in range(200):
         job = await db.job(job_id)
@@ -276,10 +291,7 @@ async def test_a_worker_killed_mid_job_is_replaced_and_the_job_finishes(db: Data
         killed_at = (await db.job(job_id)).progress or {}
         second = start_worker(db.url)
         try:
-            for _ in range(400):
-                if (await db.job(job_id)).status is JobStatus.COMPLETED:
-                    break
-                await asyncio.sleep(0.05)
+            await wait_until_all_completed(db, 20)
         finally:
             second.send_signal(signal.SIGTERM)
             output = second.communicate(timeout=20)[0]
@@ -324,10 +336,7 @@ async def test_a_collector_that_blocks_its_loop_is_not_rescued_while_its_process
     rescuer = Worker(db.url, {"disclosure": STEADY["disclosure"]}, FAST)  # rescues, can't claim
     rescuing = asyncio.create_task(rescuer.run())
     try:
-        for _ in range(400):
-            if (await db.job(job_id)).status is JobStatus.COMPLETED:
-                break
-            await asyncio.sleep(0.05)
+        await wait_until_all_completed(db, 20)
     finally:
         rescuer.stop()
         rescuer.stop()
@@ -375,16 +384,7 @@ async def test_eight_worker_processes_run_hundreds_of_jobs_each_exactly_once(
         for _ in range(8)
     ]
     try:
-        for _ in range(1200):
-            async with db.sessions() as session:
-                left = await session.scalar(
-                    select(func.count())
-                    .select_from(CollectionJob)
-                    .where(CollectionJob.status != JobStatus.COMPLETED)
-                )
-            if left == 0:
-                break
-            await asyncio.sleep(0.1)
+        left = await wait_until_all_completed(db, 120)
     finally:
         for worker in workers:
             worker.send_signal(signal.SIGTERM)
@@ -419,10 +419,7 @@ async def test_a_worker_cut_off_from_the_database_stops_and_its_late_writes_neve
             rescuer = Worker(db.url, STEADY, replace(FAST, rescue_timeout=2.0))
             rescuing = asyncio.create_task(rescuer.run())
             try:
-                for _ in range(600):
-                    if (await db.job(job_id)).status is JobStatus.COMPLETED:
-                        break
-                    await asyncio.sleep(0.05)
+                await wait_until_all_completed(db, 30)
             finally:
                 rescuer.stop()
                 rescuer.stop()
@@ -461,16 +458,7 @@ async def test_a_postgresql_restart_while_jobs_run_is_ridden_out(tmp_path: Path)
                 await wait_for_progress(db, job_ids[0], 20)
                 await asyncio.to_thread(restart)
                 await engine.dispose()  # the test's own connections died with the server
-                for _ in range(1200):
-                    async with db.sessions() as session:
-                        left = await session.scalar(
-                            select(func.count())
-                            .select_from(CollectionJob)
-                            .where(CollectionJob.status != JobStatus.COMPLETED)
-                        )
-                    if left == 0:
-                        break
-                    await asyncio.sleep(0.1)
+                left = await wait_until_all_completed(db, 120)
             finally:
                 for worker in workers:
                     worker.send_signal(signal.SIGTERM)
@@ -497,14 +485,11 @@ async def test_through_pgbouncer_in_transaction_mode(
     job_ids = await db.new_jobs(4, ["news", "disclosure"])
     worker = start_worker(through, *extra, env=env)
     try:
-        for _ in range(600):
-            statuses = {(await db.job(job_id)).status for job_id in job_ids}
-            if statuses == {JobStatus.COMPLETED}:
-                break
-            await asyncio.sleep(0.05)
+        await wait_until_all_completed(db, 30)
     finally:
         worker.send_signal(signal.SIGTERM)
         output = worker.communicate(timeout=30)[0]
+    statuses = {(await db.job(job_id)).status for job_id in job_ids}
     assert statuses == {JobStatus.COMPLETED}, output
     assert worker.returncode == 0 and "Traceback" not in output, output
 
