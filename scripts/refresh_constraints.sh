@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 python3 -m venv "$scratch/venv"
-"$scratch/venv/bin/pip" install -q -e '.[dev]'
+"$scratch/venv/bin/pip" install -q -e '.[dev,bench]'
 {
     echo "# Exact versions for the development install (README, .ci/run): pip install -c constraints.txt"
     echo "# Made by scripts/refresh_constraints.sh; refresh it there, then run the suite."
