@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -134,7 +134,11 @@ def scratch_folder() -> Iterator[Path]:
         yield Path(folder)
 
 
-async def wait_for(check: Any, limit: float, every: float = 0.05) -> bool:
+def has(folder: Path, kind: str, key: str) -> Callable[[], bool]:
+    return lambda: key in read_events(folder, kind)
+
+
+async def wait_for(check: Callable[[], bool], limit: float, every: float = 0.05) -> bool:
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         if check():
@@ -206,11 +210,11 @@ async def cancel(peer: Peer, base: URL, s: Settings, count: int) -> str:
                 await asyncio.sleep(3)
                 for _ in range(count):
                     key = await inserter.insert()
-                    if not await wait_for(lambda: key in read_events(folder, "start"), 10):
+                    if not await wait_for(has(folder, "start", key), 10):
                         return "a job never started"
                     at = time.time()
                     await inserter.cancel(key)
-                    if not await wait_for(lambda: key in read_events(folder, "cancel"), 10):
+                    if not await wait_for(has(folder, "cancel", key), 10):
                         return "not seen by the job's code within 10 s"
                     latencies.append(read_events(folder, "cancel")[key][0] - at)
             finally:
@@ -228,7 +232,7 @@ async def recovery(peer: Peer, base: URL, s: Settings, limit: float) -> str:
             try:
                 await asyncio.sleep(3)
                 key = await inserter.insert()
-                if not await wait_for(lambda: key in read_events(folder, "start"), 10):
+                if not await wait_for(has(folder, "start", key), 10):
                     return "the job never started"
                 victim = read_events(folder, "start")[key][1]
                 killed = time.time()
@@ -261,7 +265,8 @@ async def main() -> None:
     s = Settings(concurrency=args.concurrency)
     cases = args.only or list(CASES)
     order = peers()
-    print(f"# {time.strftime('%Y-%m-%d %H:%M %Z')}, {os.cpu_count()} cores, {sys.version.split()[0]}")
+    when = time.strftime("%Y-%m-%d %H:%M %Z")
+    print(f"# {when}, {os.cpu_count()} cores, Python {sys.version.split()[0]}")
     for round_ in [order] if args.once else [order, order[::-1]]:
         print(f"# order: {', '.join(p.name for p in round_)}")
         for peer in round_:

@@ -117,6 +117,39 @@ async def test_jobs_run_to_completion_with_progress_logs_and_their_attempt(db: D
     assert stopped is not None
 
 
+async def test_many_jobs_at_once_share_a_bounded_pool_and_are_claimed_in_batches(
+    db: Database,
+) -> None:
+    job_ids = await db.new_jobs(24, ["news", "disclosure"])
+    seen: list[int] = []
+
+    async def sample() -> None:
+        while True:
+            async with db.engine.connect() as conn:
+                held = await conn.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity"
+                        " WHERE datname = current_database()"
+                        " AND application_name = 'collection-worker'"
+                    )
+                )
+            seen.append(int(held or 0))
+            await asyncio.sleep(0.02)
+
+    sampler = asyncio.create_task(sample())
+    try:
+        await run_jobs(db.url, STEADY, replace(FAST, concurrency=8, pool_size=2))
+    finally:
+        sampler.cancel()
+    assert [(await db.job(j)).status for j in job_ids] == [JobStatus.COMPLETED] * len(job_ids)
+    assert seen and max(seen) <= 2  # 8 jobs of 2 types at once, on 2 connections
+    async with db.sessions() as session:
+        starts = await session.scalar(
+            select(func.count(func.distinct(CollectionJobAttempt.run_started_at)))
+        )
+    assert starts == len(job_ids)  # each job its own run, even when claimed together
+
+
 async def test_a_final_error_fails_the_job_naming_the_type(db: Database) -> None:
     [job_id] = await db.new_jobs(1, ["news", "disclosure"])
     await run_until_empty(db, BROKEN)

@@ -51,6 +51,7 @@ BLOCKING: dict[str, Collector] = {"news": blocking}
 
 
 _counting_pool: asyncpg.Pool | None = None
+_pool_made = asyncio.Lock()
 
 
 async def counted(ctx: CollectorContext) -> None:
@@ -58,12 +59,13 @@ async def counted(ctx: CollectorContext) -> None:
     collector (its primary key refuses a second live run of one job's type, which is then
     counted in `collector_overlaps`), `collector_runs` one row per finished run."""
     global _counting_pool
-    if _counting_pool is None:
-        _counting_pool = await asyncpg.create_pool(
-            **asyncpg_connect_args(parse_database_url(os.environ["DATABASE_URL"])),
-            min_size=1,
-            max_size=2,
-        )
+    async with _pool_made:  # jobs start together: one pool for all of them
+        if _counting_pool is None:
+            _counting_pool = await asyncpg.create_pool(
+                **asyncpg_connect_args(parse_database_url(os.environ["DATABASE_URL"])),
+                min_size=1,
+                max_size=2,
+            )
     key = (ctx.job.id, ctx.collection_type)
     try:
         await _counting_pool.execute("INSERT INTO collector_live VALUES ($1, $2)", *key)

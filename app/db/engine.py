@@ -44,6 +44,7 @@ def create_engine(
     application_name: str = "collection-jobs",
     null_pool: bool = False,
     command_timeout: float | None = None,
+    pre_ping: bool = True,
 ) -> AsyncEngine:
     """Build an asyncpg engine for `url` (a URL, or a string in any accepted form).
 
@@ -53,6 +54,8 @@ def create_engine(
     `null_pool` opens a connection per checkout (scripts, migrations, PgBouncer).
     `command_timeout` (seconds) bounds every statement: for a caller that must notice a
     dead link (the worker), not for migrations, whose long steps are meant to wait.
+    `pre_ping` tests a pooled connection before each use, a round trip each time: off for
+    a caller that retries a failed statement anyway (the worker).
     """
     url = as_url(url)
     connect_args: dict[str, Any] = {
@@ -76,7 +79,7 @@ def create_engine(
         max_overflow=max_overflow,
         pool_timeout=pool_timeout,
         pool_recycle=pool_recycle,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         connect_args=connect_args,
     )
 

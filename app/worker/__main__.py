@@ -43,6 +43,9 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m app.worker", description=__doc__.splitlines()[2])
     p.add_argument("collectors", help="MODULE:ATTRIBUTE, a mapping of collection type to collector")
     p.add_argument("--concurrency", type=_count, default=defaults.concurrency, help="jobs at once")
+    p.add_argument(
+        "--pool-size", type=_count, default=defaults.pool_size, help="database connections"
+    )
     p.add_argument("--poll-interval", type=_positive, default=defaults.poll_interval)
     p.add_argument("--heartbeat", type=_positive, default=defaults.heartbeat_seconds)
     p.add_argument("--rescue-timeout", type=_positive, default=defaults.rescue_timeout)
@@ -85,6 +88,7 @@ async def _main(args: argparse.Namespace) -> int:
         collectors,
         WorkerSettings(
             concurrency=args.concurrency,
+            pool_size=args.pool_size,
             poll_interval=args.poll_interval,
             heartbeat_seconds=args.heartbeat,
             rescue_timeout=args.rescue_timeout,

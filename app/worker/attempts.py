@@ -12,37 +12,43 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import text
+from sqlalchemy import Uuid, column, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from app.models import CollectionJob
 
 RESCUE_LOCK_KEY = 0x636F6C6C_72657363  # "collresc": one rescuer at a time across machines
 
 _REGISTER = text("INSERT INTO collection_workers (name) VALUES (:name) RETURNING id")
 _STOPPED = text("UPDATE collection_workers SET stopped_at = now() WHERE id = :id")
 
-# The oldest pending job whose every type this worker can run, made running, and its
-# attempt, in one statement: a job is never running without its live attempt.
+_JOB_COLUMNS = CollectionJob.__table__.c
+# The oldest pending jobs (up to :limit) whose every type this worker can run, made
+# running, with their attempts, in one statement that returns the jobs as they are now: a
+# job is never running without its live attempt, and a pickup is one round trip.
 _CLAIM = text(
-    """
+    f"""
 WITH job AS (
     UPDATE collection_jobs SET status = 'running', started_at = clock_timestamp(),
            estimated_completion_time = NULL, updated_at = statement_timestamp()
-    WHERE id = (
+    WHERE id IN (
         SELECT id FROM collection_jobs
         WHERE status = 'pending' AND collection_types <@ CAST(:types AS text[])
         ORDER BY created_at, id
-        LIMIT 1
+        LIMIT :limit
         FOR UPDATE SKIP LOCKED
     ) AND status = 'pending'
-    RETURNING id, started_at
+    RETURNING collection_jobs.*
 ), attempt AS (
     INSERT INTO collection_job_attempts (collection_job_id, worker_id, run_started_at)
     SELECT id, :worker, started_at FROM job
     RETURNING id, collection_job_id
 )
-SELECT attempt.id, attempt.collection_job_id FROM attempt
+SELECT {", ".join(f"job.{c.name}" for c in _JOB_COLUMNS)}, attempt.id AS attempt_id
+FROM job JOIN attempt ON attempt.collection_job_id = job.id
+ORDER BY job.created_at, job.id
 """
-)
+).columns(*_JOB_COLUMNS, column("attempt_id", Uuid))
 
 _HEARTBEAT = text(
     """
@@ -103,7 +109,7 @@ RETURNING j.status
 @dataclass(frozen=True)
 class Claimed:
     attempt_id: uuid.UUID
-    job_id: uuid.UUID
+    job: CollectionJob
 
 
 async def register_worker(conn: AsyncConnection, name: str) -> uuid.UUID:
@@ -116,10 +122,13 @@ async def worker_stopped(conn: AsyncConnection, worker_id: uuid.UUID) -> None:
 
 
 async def claim(
-    session: AsyncSession, worker_id: uuid.UUID, types: Sequence[str]
-) -> Claimed | None:
-    row = (await session.execute(_CLAIM, {"types": list(types), "worker": worker_id})).one_or_none()
-    return None if row is None else Claimed(row[0], row[1])
+    session: AsyncSession, worker_id: uuid.UUID, types: Sequence[str], limit: int
+) -> list[Claimed]:
+    """Up to `limit` jobs, oldest first, each with its new attempt."""
+    params = {"types": list(types), "worker": worker_id, "limit": limit}
+    statement = select(CollectionJob, _CLAIM.selected_columns.attempt_id).from_statement(_CLAIM)
+    rows = await session.execute(statement, params)
+    return [Claimed(attempt_id, job) for job, attempt_id in rows]
 
 
 async def heartbeat(

@@ -22,7 +22,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.db.engine import connect, create_engine, create_sessionmaker, session_scope
 from app.db.errors import DatabaseSetupError
@@ -69,6 +69,10 @@ class WorkerSettings:
     logged once, and failed or handed back if `stuck_action` says so."""
     stuck_action: str = "log"
     """`log`, `fail` (the job fails saying so) or `requeue` (handed back, progress kept)."""
+    pool_size: int = 5
+    """Connections this process holds for claims, reports and ends (the heartbeat and
+    LISTEN have their own): a bound on what many workers take from the server; a report
+    waits for a free one, a few ms at most."""
     prepared_statements: bool = True
     """False behind PgBouncer in transaction mode (DB_DISABLE_PREPARED_STATEMENTS)."""
 
@@ -165,13 +169,17 @@ class Worker:
         s = self.settings
         engine = create_engine(
             self.url,
-            pool_size=s.concurrency + 2,
+            pool_size=s.pool_size,
+            max_overflow=0,
             application_name="collection-worker",
             connect_timeout=max(2.0, s.rescue_timeout / 2),
             disable_prepared_statements=not s.prepared_statements,
             # A dead link must fail a statement, not hang it: the loop then retries, and a
             # shutdown always finishes.
             command_timeout=max(2.0, s.rescue_timeout / 2),
+            # No ping before every statement: a dead connection fails the statement, and
+            # the loop retries it anyway.
+            pre_ping=False,
         )
         loop = asyncio.get_running_loop()
         listener: asyncpg.Connection | None = None
@@ -250,7 +258,6 @@ class Worker:
         """One round: rescue when due, claim up to the concurrency, wait for a wake-up, a
         finished job or the poll interval. True when `until_empty` and nothing is left."""
         s = self.settings
-        sessions = create_sessionmaker(engine)
         loop = asyncio.get_running_loop()
         if loop.time() >= self._next_rescue:
             async with self._autocommit(engine) as conn:
@@ -261,12 +268,17 @@ class Worker:
         self._check_stuck()
         claimed_any = False
         while len(self._running) < s.concurrency and not self._stopping:
-            async with session_scope(sessions) as session:
-                claimed = await attempts.claim(session, worker_id, sorted(self.collectors))
-            if claimed is None:
+            free = s.concurrency - len(self._running)
+            async with self._autocommit(engine) as conn:
+                # One statement claims (its own transaction); the jobs are read after it.
+                claimed = await attempts.claim(
+                    AsyncSession(bind=conn), worker_id, sorted(self.collectors), free
+                )
+            for one in claimed:
+                self._start(engine, one)
+            claimed_any = claimed_any or bool(claimed)
+            if len(claimed) < free:
                 break
-            claimed_any = True
-            await self._start(engine, claimed)
         if until_empty and not claimed_any and not self._running:
             return True
         self._wake.clear()
@@ -274,11 +286,14 @@ class Worker:
         waits += [r.task for r in self._running.values()]
         await asyncio.wait(waits, timeout=s.poll_interval, return_when=asyncio.FIRST_COMPLETED)
         waits[0].cancel()
+        # A finished job frees its place now, not when its done-callback gets to run.
+        for attempt_id, running in list(self._running.items()):
+            if running.task.done():
+                del self._running[attempt_id]
         return False
 
-    async def _start(self, engine: AsyncEngine, claimed: attempts.Claimed) -> None:
-        async with create_sessionmaker(engine)() as session:
-            job = await session.get_one(CollectionJob, claimed.job_id)
+    def _start(self, engine: AsyncEngine, claimed: attempts.Claimed) -> None:
+        job = claimed.job
         assert job.started_at is not None
         log.info(
             "job %s: %s, %s to %s%s",
@@ -365,13 +380,17 @@ class Worker:
         bound = asyncio.Semaphore(self.settings.type_concurrency)
         progress = job.progress or {}
 
+        unfinished = set(job.collection_types)
+
         async def one(collection_type: str) -> None:
             ctx = CollectorContext(
                 job, collection_type, float(progress.get(collection_type, 0.0)), run, reporter
             )
             async with bound:
                 await self._with_retries(ctx)
-                await reporter.report(collection_type, 100.0)
+                unfinished.discard(collection_type)
+                if unfinished:  # the last type's 100 comes with the job's completion
+                    await reporter.report(collection_type, 100.0)
 
         try:
             async with asyncio.TaskGroup() as group:
