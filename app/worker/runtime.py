@@ -14,7 +14,6 @@ import os
 import random
 import socket
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -31,6 +30,7 @@ from app.services import collection_jobs as jobs
 from app.worker import attempts
 from app.worker.collectors import CollectorContext, Collectors, FinalError
 from app.worker.heartbeat import Heartbeat
+from app.worker.reporting import Reporter
 
 log = logging.getLogger(__name__)
 
@@ -376,7 +376,7 @@ class Worker:
         log.warning("job %s failed: %s", job_id, why)
 
     async def _collect_all(self, engine: AsyncEngine, job: CollectionJob, run: datetime) -> None:
-        reporter = _Reporter(engine, job.id, run, self._progressed)
+        reporter = Reporter(engine, job.id, run, self._progressed)
         bound = asyncio.Semaphore(self.settings.type_concurrency)
         progress = job.progress or {}
 
@@ -431,45 +431,4 @@ class Worker:
     @contextlib.asynccontextmanager
     async def _autocommit(engine: AsyncEngine) -> Any:
         async with engine.connect() as conn:
-            yield await conn.execution_options(isolation_level="AUTOCOMMIT")
-
-
-class _Reporter:
-    """A collector's progress and logs, each write fenced to this attempt's run."""
-
-    def __init__(
-        self,
-        engine: AsyncEngine,
-        job_id: uuid.UUID,
-        run: datetime,
-        progressed: Callable[[uuid.UUID], None],
-    ) -> None:
-        self._engine, self._job_id, self._run = engine, job_id, run
-        self._progressed = progressed
-        self._quarter = 0
-
-    async def report(self, collection_type: str, percent: float) -> None:
-        async with self._connection() as conn:
-            report = await jobs.report_progress(
-                conn, self._job_id, collection_type, percent, run_started_at=self._run
-            )
-        self._progressed(self._job_id)
-        quarter = int(report.overall_progress // 25)
-        if quarter > self._quarter and report.overall_progress < 100:
-            self._quarter = quarter
-            finish = report.estimated_completion_time
-            log.info(
-                "job %s: %.1f%%, estimated finish %s",
-                self._job_id,
-                report.overall_progress,
-                finish.astimezone().strftime("%H:%M:%S") if finish else "unknown",
-            )
-
-    async def log(self, collection_type: str, entry: jobs.LogEntry) -> None:
-        async with self._connection() as conn:
-            await jobs.add_job_logs(conn, self._job_id, [entry], run_started_at=self._run)
-
-    @contextlib.asynccontextmanager
-    async def _connection(self) -> Any:
-        async with self._engine.connect() as conn:
             yield await conn.execution_options(isolation_level="AUTOCOMMIT")

@@ -1,0 +1,58 @@
+"""A running job's writes: its collectors' progress and logs, each fenced to the attempt's
+run, with a line in the log at each quarter of the way."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.services import collection_jobs as jobs
+
+log = logging.getLogger("app.worker.runtime")
+
+
+class Reporter:
+    """A collector's progress and logs, each write fenced to this attempt's run."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        job_id: uuid.UUID,
+        run: datetime,
+        progressed: Callable[[uuid.UUID], None],
+    ) -> None:
+        self._engine, self._job_id, self._run = engine, job_id, run
+        self._progressed = progressed
+        self._quarter = 0
+
+    async def report(self, collection_type: str, percent: float) -> None:
+        async with self._connection() as conn:
+            report = await jobs.report_progress(
+                conn, self._job_id, collection_type, percent, run_started_at=self._run
+            )
+        self._progressed(self._job_id)
+        quarter = int(report.overall_progress // 25)
+        if quarter > self._quarter and report.overall_progress < 100:
+            self._quarter = quarter
+            finish = report.estimated_completion_time
+            log.info(
+                "job %s: %.1f%%, estimated finish %s",
+                self._job_id,
+                report.overall_progress,
+                finish.astimezone().strftime("%H:%M:%S") if finish else "unknown",
+            )
+
+    async def log(self, collection_type: str, entry: jobs.LogEntry) -> None:
+        async with self._connection() as conn:
+            await jobs.add_job_logs(conn, self._job_id, [entry], run_started_at=self._run)
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> Any:
+        async with self._engine.connect() as conn:
+            yield await conn.execution_options(isolation_level="AUTOCOMMIT")
