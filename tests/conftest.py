@@ -10,8 +10,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 import pytest
 from sqlalchemy.engine import URL
 
-from app.db.engine import connect
-from app.testing.databases import DatabaseServer, worker_name
+from app.db.engine import connect, create_engine
+from app.testing.databases import CloneFactory, DatabaseServer, worker_name
+from tests.helpers.workers import Database
 
 pytest_plugins = ["app.testing.plugin"]
 
@@ -86,3 +87,12 @@ async def limited_role() -> AsyncIterator[RoleFactory]:
             await conn.execute(f"DROP ROLE {role}")
         finally:
             await conn.close()
+
+
+@pytest.fixture
+async def db(database_of_its_own: CloneFactory) -> AsyncIterator[Database]:
+    """A database of its own for a worker test, with ways to look into it."""
+    url = await database_of_its_own()
+    engine = create_engine(url, null_pool=True)
+    yield Database(url, engine)
+    await engine.dispose()

@@ -21,6 +21,7 @@ from app.db.errors import ConfigurationError
 from app.db.settings import load_settings
 from app.db.urls import parse_database_url
 from app.worker.collectors import CollectorLoadError, load_collectors
+from app.worker.metrics import NO_METRICS, serve
 from app.worker.runtime import Worker, WorkerSettings
 
 
@@ -35,6 +36,13 @@ def _count(value: str) -> int:
     number = int(value)
     if number < 1:
         raise argparse.ArgumentTypeError(f"{value} is not a positive whole number")
+    return number
+
+
+def _port(value: str) -> int:
+    number = int(value)
+    if not 0 < number < 65536:
+        raise argparse.ArgumentTypeError(f"{value} is not a port (1-65535)")
     return number
 
 
@@ -66,6 +74,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-listen", action="store_true", help="poll only (PgBouncer, transaction mode)"
     )
+    p.add_argument(
+        "--metrics-port",
+        type=_port,
+        help="serve Prometheus metrics on this port (/metrics; needs the 'metrics' extra)",
+    )
 
     return p
 
@@ -83,6 +96,7 @@ async def _main(args: argparse.Namespace) -> int:
         raw = settings.worker_listen_url.get_secret_value()
         listen_url = parse_database_url(raw, setting="WORKER_LISTEN_URL")
     url = await database_url(settings, settings.environment(), create=False)
+    metrics = serve(args.metrics_port) if args.metrics_port else NO_METRICS
     worker = Worker(
         url,
         collectors,
@@ -100,6 +114,7 @@ async def _main(args: argparse.Namespace) -> int:
             listen_url=listen_url,
             prepared_statements=not settings.db_disable_prepared_statements,
         ),
+        metrics=metrics,
     )
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

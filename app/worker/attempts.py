@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Uuid, column, select, text
+from sqlalchemy import Float, Uuid, column, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.models import CollectionJob
@@ -28,27 +28,29 @@ _JOB_COLUMNS = CollectionJob.__table__.c
 # job is never running without its live attempt, and a pickup is one round trip.
 _CLAIM = text(
     f"""
-WITH job AS (
+WITH picked AS (
+    SELECT id, updated_at AS pending_since FROM collection_jobs
+    WHERE status = 'pending' AND collection_types <@ CAST(:types AS text[])
+    ORDER BY created_at, id
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+), job AS (
     UPDATE collection_jobs SET status = 'running', started_at = clock_timestamp(),
            estimated_completion_time = NULL, updated_at = statement_timestamp()
-    WHERE id IN (
-        SELECT id FROM collection_jobs
-        WHERE status = 'pending' AND collection_types <@ CAST(:types AS text[])
-        ORDER BY created_at, id
-        LIMIT :limit
-        FOR UPDATE SKIP LOCKED
-    ) AND status = 'pending'
-    RETURNING collection_jobs.*
+    FROM picked
+    WHERE collection_jobs.id = picked.id AND collection_jobs.status = 'pending'
+    RETURNING collection_jobs.*, picked.pending_since
 ), attempt AS (
     INSERT INTO collection_job_attempts (collection_job_id, worker_id, run_started_at)
     SELECT id, :worker, started_at FROM job
     RETURNING id, collection_job_id
 )
-SELECT {", ".join(f"job.{c.name}" for c in _JOB_COLUMNS)}, attempt.id AS attempt_id
+SELECT {", ".join(f"job.{c.name}" for c in _JOB_COLUMNS)}, attempt.id AS attempt_id,
+       CAST(EXTRACT(epoch FROM job.started_at - job.pending_since) AS float8) AS waited
 FROM job JOIN attempt ON attempt.collection_job_id = job.id
 ORDER BY job.created_at, job.id
 """
-).columns(*_JOB_COLUMNS, column("attempt_id", Uuid))
+).columns(*_JOB_COLUMNS, column("attempt_id", Uuid), column("waited", Float))
 
 _HEARTBEAT = text(
     """
@@ -110,6 +112,8 @@ RETURNING j.status
 class Claimed:
     attempt_id: uuid.UUID
     job: CollectionJob
+    waited: float
+    """Seconds from the job becoming pending (created, handed back, rescued) to this claim."""
 
 
 async def register_worker(conn: AsyncConnection, name: str) -> uuid.UUID:
@@ -126,9 +130,25 @@ async def claim(
 ) -> list[Claimed]:
     """Up to `limit` jobs, oldest first, each with its new attempt."""
     params = {"types": list(types), "worker": worker_id, "limit": limit}
-    statement = select(CollectionJob, _CLAIM.selected_columns.attempt_id).from_statement(_CLAIM)
+    picked = _CLAIM.selected_columns
+    statement = select(CollectionJob, picked.attempt_id, picked.waited).from_statement(_CLAIM)
     rows = await session.execute(statement, params)
-    return [Claimed(attempt_id, job) for job, attempt_id in rows]
+    return [Claimed(attempt_id, job, waited) for job, attempt_id, waited in rows]
+
+
+_QUEUE = text(
+    """
+SELECT (SELECT count(*) FROM collection_jobs WHERE status = 'pending'),
+       (SELECT CAST(EXTRACT(epoch FROM now() - min(heartbeat_at)) AS float8)
+        FROM collection_job_attempts WHERE ended_at IS NULL)
+"""
+)
+
+
+async def queue_state(conn: AsyncConnection) -> tuple[int, float | None]:
+    """Pending jobs, and the age (s) of the oldest heartbeat of a live attempt, if any."""
+    pending, oldest = (await conn.execute(_QUEUE)).one()
+    return int(pending), oldest
 
 
 async def heartbeat(
@@ -148,18 +168,22 @@ async def end_attempt(
     await db.execute(_END, {"attempt": attempt_id, "outcome": outcome})
 
 
-async def end_if_job_ended(conn: AsyncConnection, attempt_id: uuid.UUID, job_id: uuid.UUID) -> None:
+async def end_if_job_ended(conn: AsyncConnection, attempt_id: uuid.UUID, job_id: uuid.UUID) -> str:
     """End an attempt stopped from outside as its job ended (cancelled, ...); an attempt of
-    a job that runs again elsewhere was already ended by the rescue."""
-    await conn.execute(
-        text(
-            "UPDATE collection_job_attempts SET ended_at = now(), outcome = j.status "
-            "FROM collection_jobs j WHERE collection_job_attempts.id = :attempt "
-            "AND ended_at IS NULL AND j.id = :job "
-            "AND j.status IN ('completed', 'failed', 'cancelled')"
-        ),
-        {"attempt": attempt_id, "job": job_id},
-    )
+    a job that runs again elsewhere was already ended by the rescue ("superseded")."""
+    outcome = (
+        await conn.execute(
+            text(
+                "UPDATE collection_job_attempts SET ended_at = now(), outcome = j.status "
+                "FROM collection_jobs j WHERE collection_job_attempts.id = :attempt "
+                "AND ended_at IS NULL AND j.id = :job "
+                "AND j.status IN ('completed', 'failed', 'cancelled') "
+                "RETURNING outcome"
+            ),
+            {"attempt": attempt_id, "job": job_id},
+        )
+    ).scalar_one_or_none()
+    return str(outcome or "superseded")
 
 
 async def release(

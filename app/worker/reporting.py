@@ -1,10 +1,12 @@
 """A running job's writes: its collectors' progress and logs, each fenced to the attempt's
-run, with a line in the log at each quarter of the way."""
+run, with a line in the log at each quarter of the way; and the estimates it was given on
+the way, to hold up to the real finish."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -13,6 +15,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.services import collection_jobs as jobs
+from app.worker.metrics import ESTIMATE_POINTS, NO_METRICS, Observer
 
 log = logging.getLogger("app.worker.runtime")
 
@@ -26,27 +29,40 @@ class Reporter:
         job_id: uuid.UUID,
         run: datetime,
         progressed: Callable[[uuid.UUID], None],
+        observer: Observer = NO_METRICS,
     ) -> None:
         self._engine, self._job_id, self._run = engine, job_id, run
-        self._progressed = progressed
+        self._progressed, self._observer = progressed, observer
         self._quarter = 0
+        self.estimates: dict[int, datetime] = {}
+        """Percent of progress -> the first estimated finish given at or past it (this
+        attempt's; an earlier attempt's are gone with it)."""
 
     async def report(self, collection_type: str, percent: float) -> None:
+        began = time.perf_counter()
         async with self._connection() as conn:
             report = await jobs.report_progress(
                 conn, self._job_id, collection_type, percent, run_started_at=self._run
             )
+        self._observer.reported(time.perf_counter() - began)
         self._progressed(self._job_id)
+        finish = report.estimated_completion_time
+        for point in ESTIMATE_POINTS:
+            if report.overall_progress >= point and point not in self.estimates and finish:
+                self.estimates[point] = finish
         quarter = int(report.overall_progress // 25)
         if quarter > self._quarter and report.overall_progress < 100:
             self._quarter = quarter
-            finish = report.estimated_completion_time
             log.info(
                 "job %s: %.1f%%, estimated finish %s",
                 self._job_id,
                 report.overall_progress,
                 finish.astimezone().strftime("%H:%M:%S") if finish else "unknown",
             )
+
+    def estimate_errors(self, finished: datetime) -> dict[int, float]:
+        """Percent of progress -> how far (s) the estimate given there was from `finished`."""
+        return {p: abs((at - finished).total_seconds()) for p, at in self.estimates.items()}
 
     async def log(self, collection_type: str, entry: jobs.LogEntry) -> None:
         async with self._connection() as conn:

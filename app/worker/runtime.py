@@ -13,6 +13,7 @@ import logging
 import os
 import random
 import socket
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,6 +31,7 @@ from app.services import collection_jobs as jobs
 from app.worker import attempts
 from app.worker.collectors import CollectorContext, Collectors, FinalError
 from app.worker.heartbeat import Heartbeat
+from app.worker.metrics import NO_METRICS, Observer
 from app.worker.reporting import Reporter
 
 log = logging.getLogger(__name__)
@@ -105,6 +107,7 @@ class Worker:
         settings: WorkerSettings | None = None,
         *,
         name: str | None = None,
+        metrics: Observer = NO_METRICS,
     ) -> None:
         self.url, self.collectors = url, dict(collectors)
         self.settings = settings or WorkerSettings()
@@ -114,6 +117,7 @@ class Worker:
         self._stopping = False
         self._hurry = False
         self._next_rescue = 0.0
+        self.metrics = metrics
 
     # --- control -------------------------------------------------------------------------
 
@@ -262,7 +266,11 @@ class Worker:
         if loop.time() >= self._next_rescue:
             async with self._autocommit(engine) as conn:
                 rescued = await attempts.rescue(conn, s.rescue_timeout, s.max_lost_attempts)
+                queue = await attempts.queue_state(conn) if self.metrics.wants_queue else None
+            if queue is not None:
+                self.metrics.queue(*queue)
             if rescued:
+                self.metrics.rescued(len(rescued))
                 log.warning("rescued %d job(s) whose worker stopped answering", len(rescued))
             self._next_rescue = loop.time() + s.heartbeat_seconds
         self._check_stuck()
@@ -275,6 +283,7 @@ class Worker:
                     AsyncSession(bind=conn), worker_id, sorted(self.collectors), free
                 )
             for one in claimed:
+                self.metrics.claimed(one.waited)
                 self._start(engine, one)
             claimed_any = claimed_any or bool(claimed)
             if len(claimed) < free:
@@ -290,6 +299,7 @@ class Worker:
         for attempt_id, running in list(self._running.items()):
             if running.task.done():
                 del self._running[attempt_id]
+        self.metrics.running(len(self._running))
         return False
 
     def _start(self, engine: AsyncEngine, claimed: attempts.Claimed) -> None:
@@ -335,18 +345,22 @@ class Worker:
         transaction; or fail it; or, stopped from outside, record why."""
         run = job.started_at
         assert run is not None
+        reporter = Reporter(engine, job.id, run, self._progressed, self.metrics)
         try:
             try:
-                await self._collect_all(engine, job, run)
+                await self._collect_all(job, run, reporter)
                 async with session_scope(create_sessionmaker(engine)) as session:
-                    await jobs.complete_job(session, job.id, run_started_at=run)
+                    done = await jobs.complete_job(session, job.id, run_started_at=run)
                     await attempts.end_attempt(session, attempt_id, "completed")
                 log.info("job %s: completed", job.id)
+                self.metrics.ended("completed")
+                assert done.completed_at is not None
+                self.metrics.estimate_errors(reporter.estimate_errors(done.completed_at))
             except _TypeFailed as failed:
                 await self._fail(engine, job.id, run, attempt_id, str(failed))
             except jobs.JobNotRunningError:  # cancelled, or run again elsewhere
                 async with self._autocommit(engine) as conn:
-                    await attempts.end_if_job_ended(conn, attempt_id, job.id)
+                    await self._ended_from_outside(conn, attempt_id, job.id)
             except asyncio.CancelledError:
                 reason = self._running[attempt_id].reason if attempt_id in self._running else None
                 if reason == "cut off":
@@ -359,10 +373,18 @@ class Worker:
                 async with self._autocommit(engine) as conn:
                     if reason == "shutdown" or (reason or "").startswith("stuck:requeue"):
                         await attempts.release(conn, job.id, run, attempt_id)
+                        self.metrics.ended("requeued")
                     else:  # cancelled, or superseded: the job says how this attempt ended
-                        await attempts.end_if_job_ended(conn, attempt_id, job.id)
+                        await self._ended_from_outside(conn, attempt_id, job.id)
         except DATABASE_ERRORS as exc:  # the attempt stays live: the rescue takes it over
             log.warning("job %s: could not record its end (%s)", job.id, _first_line(exc))
+
+    async def _ended_from_outside(
+        self, conn: Any, attempt_id: uuid.UUID, job_id: uuid.UUID
+    ) -> None:
+        outcome = await attempts.end_if_job_ended(conn, attempt_id, job_id)
+        if outcome == "cancelled":  # an end by another process is counted there
+            self.metrics.ended(outcome)
 
     async def _fail(
         self, engine: AsyncEngine, job_id: uuid.UUID, run: datetime, attempt_id: uuid.UUID, why: str
@@ -373,10 +395,10 @@ class Worker:
                 await attempts.end_attempt(session, attempt_id, "failed")
         except jobs.JobNotRunningError:
             return
+        self.metrics.ended("failed")
         log.warning("job %s failed: %s", job_id, why)
 
-    async def _collect_all(self, engine: AsyncEngine, job: CollectionJob, run: datetime) -> None:
-        reporter = Reporter(engine, job.id, run, self._progressed)
+    async def _collect_all(self, job: CollectionJob, run: datetime, reporter: Reporter) -> None:
         bound = asyncio.Semaphore(self.settings.type_concurrency)
         progress = job.progress or {}
 
@@ -387,7 +409,11 @@ class Worker:
                 job, collection_type, float(progress.get(collection_type, 0.0)), run, reporter
             )
             async with bound:
-                await self._with_retries(ctx)
+                began = time.perf_counter()
+                try:
+                    await self._with_retries(ctx)
+                finally:
+                    self.metrics.collected(collection_type, time.perf_counter() - began)
                 unfinished.discard(collection_type)
                 if unfinished:  # the last type's 100 comes with the job's completion
                     await reporter.report(collection_type, 100.0)

@@ -1,0 +1,123 @@
+"""What the worker tests share: a database of their own with a few ways to look into it,
+fast worker settings, and a worker process started the way an operator would."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.db.engine import create_sessionmaker, session_scope
+from app.models import Analyst, CollectionJob, CollectionJobAttempt, DataCollectionLog, JobStatus
+from app.services import collection_jobs as jobs
+from app.worker import WorkerSettings
+from tests.helpers.tools import url_env
+
+FAST = WorkerSettings(poll_interval=0.2, heartbeat_seconds=0.3, rescue_timeout=1.5, retries=1)
+
+
+class Database:
+    def __init__(self, url: URL, engine: AsyncEngine) -> None:
+        self.url, self.engine = url, engine
+        self.sessions: async_sessionmaker[AsyncSession] = create_sessionmaker(engine)
+
+    async def new_jobs(self, count: int, types: list[str]) -> list[uuid.UUID]:
+        now = datetime.now(UTC)
+        async with session_scope(self.sessions) as session:
+            analyst = Analyst(email=f"{uuid.uuid4().hex[:8]}@example.com", name="작업자")
+            session.add(analyst)
+            await session.flush()
+            made = [
+                await jobs.create_job(
+                    session,
+                    analyst_id=analyst.id,
+                    collection_types=types,
+                    start_date=now - timedelta(days=3),
+                    end_date=now,
+                )
+                for _ in range(count)
+            ]
+        return [job.id for job in made]
+
+    async def job(self, job_id: uuid.UUID) -> CollectionJob:
+        async with self.sessions() as session:
+            return await session.get_one(CollectionJob, job_id)
+
+    async def count_logs(self) -> int:
+        async with self.sessions() as session:
+            return int(
+                await session.scalar(select(func.count()).select_from(DataCollectionLog)) or 0
+            )
+
+    async def attempts(self, job_id: uuid.UUID) -> list[CollectionJobAttempt]:
+        async with self.sessions() as session:
+            rows = await session.scalars(
+                select(CollectionJobAttempt)
+                .where(CollectionJobAttempt.collection_job_id == job_id)
+                .order_by(CollectionJobAttempt.run_started_at)
+            )
+            return list(rows)
+
+
+def start_worker(
+    url: URL, *extra: str, collectors: str = "STEADY", env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        **url_env(url),
+        "COLLECTOR_STEP_SECONDS": "0.3",
+        "PYTHONPATH": str(os.getcwd()),
+        **(env or {}),
+    }
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "app.worker",
+            f"tests.worker_collectors:{collectors}",
+            "--heartbeat",
+            "0.3",
+            "--rescue-timeout",
+            "1.5",
+            "--poll-interval",
+            "0.2",
+            *extra,
+        ],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+async def wait_until_all_completed(db: Database, seconds: float) -> int:
+    """Wait until every job of the database is completed; how many are not (0 on time)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        async with db.sessions() as session:
+            left = await session.scalar(
+                select(func.count())
+                .select_from(CollectionJob)
+                .where(CollectionJob.status != JobStatus.COMPLETED)
+            )
+        if left == 0 or time.monotonic() > deadline:
+            return int(left or 0)
+        await asyncio.sleep(0.05)
+
+
+async def wait_for_progress(db: Database, job_id: uuid.UUID, at_least: float) -> None:
+    for _ in range(200):
+        job = await db.job(job_id)
+        if job.overall_progress is not None and float(job.overall_progress) >= at_least:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no progress: {job.status} {job.overall_progress}")
