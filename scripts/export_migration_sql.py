@@ -3,7 +3,8 @@
     python scripts/export_migration_sql.py [--check]
 
 sql/collection_jobs_{up,down}.sql (revision 8e4d6b0c2a91, the guide's feature) and
-sql/collection_workers_{up,down}.sql (revision 5031dfc20f74, the worker runtime's tables)
+sql/collection_workers_{up,down}.sql (revisions 5031dfc20f74 and 9b2e5f81c4d3, the worker
+runtime's tables and its claim index)
 are Alembic's offline output, so they do exactly what `alembic upgrade`/`downgrade` do and
 keep alembic_version in step. `--check` exits 1 if the committed files are out of date.
 """
@@ -23,8 +24,8 @@ from app.db.migrate.feature_state import FEATURE_REVISION as FEATURE
 from app.db.migrate.steps import alembic_config
 from app.db.settings import PROJECT_ROOT
 
-WORKERS = "5031dfc20f74"
-"""The worker runtime's tables (workers, job attempts)."""
+WORKERS = "9b2e5f81c4d3"
+"""The worker runtime's last revision: its tables (5031dfc20f74), then its claim index."""
 SQL = PROJECT_ROOT / "sql"
 FILES = {
     # file: (direction, revisions, the revision it is)

@@ -33,7 +33,7 @@ from tests.test_init_db import reset
 from tests.test_schema_parity import built_by_init_db, schema_of
 
 BASELINE, FEATURE = BASELINE_REVISION, FEATURE_REVISION
-WORKERS = "5031dfc20f74"  # the worker runtime's tables
+WORKERS = "9b2e5f81c4d3"  # the worker runtime's tables (5031dfc20f74) and claim index
 HEAD = str(ScriptDirectory.from_config(alembic_config()).get_current_head())
 """The newest revision: the feature's, or one written after it."""
 LOG_INDEX = "idx_data_collection_logs_collection_job_id"

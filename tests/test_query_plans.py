@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import CollectionJob, JobStatus
 from app.services import collection_jobs as jobs
+from app.worker import attempts
 
 ANALYSTS, JOBS, LOGS_PER_JOB = 200, 5000, 10
 
@@ -106,9 +107,11 @@ async def test_an_analysts_jobs_use_the_analyst_id_index(filled: AsyncSession) -
     assert "idx_collection_jobs_analyst_id" in used
 
 
-async def test_claiming_and_stalled_jobs_use_the_status_index(filled: AsyncSession) -> None:
-    assert "idx_collection_jobs_status" in await indexes_used(
-        filled, lambda: jobs.claim_next_job(filled)
+async def test_claiming_and_stalled_jobs_use_an_index_on_status(filled: AsyncSession) -> None:
+    # The claim takes the partial index of pending jobs where it exists (revision
+    # 9b2e5f81c4d3), the guide's status index before it.
+    assert {"idx_collection_jobs_status", "idx_collection_jobs_pending_created_at"} & (
+        await indexes_used(filled, lambda: jobs.claim_next_job(filled))
     )
     assert "idx_collection_jobs_status" in await indexes_used(
         filled, lambda: jobs.list_stalled_jobs(filled, timedelta(minutes=5))
@@ -127,6 +130,24 @@ async def test_single_job_writes_find_the_row_by_primary_key(filled: AsyncSessio
     assert "collection_jobs_pkey" in await indexes_used(
         filled, lambda: jobs.cancel_job(filled, job.id)
     )
+
+
+async def test_the_workers_claim_reads_a_long_queue_by_its_pending_index(
+    filled: AsyncSession,
+) -> None:
+    """20,000 queued jobs: the claim takes the oldest from the partial index, never reading
+    and sorting the whole queue (what made draining a long queue slow)."""
+    await filled.execute(
+        text(
+            "INSERT INTO collection_jobs (analyst_id, collection_types, start_date, end_date)"
+            " SELECT (SELECT min(id::text)::uuid FROM analysts), ARRAY['news'], now(), now()"
+            " FROM generate_series(1, 20000)"
+        )
+    )
+    await filled.execute(text("ANALYZE collection_jobs"))
+    worker = await attempts.register_worker(await filled.connection(), "plans")
+    used = await indexes_used(filled, lambda: attempts.claim(filled, worker, ["news"], 8))
+    assert "idx_collection_jobs_pending_created_at" in used
 
 
 def test_index_names_are_found_at_any_depth() -> None:
