@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.engine import create_engine, session_scope
 from app.db.reset import init_db
@@ -28,7 +29,7 @@ from app.models import (
 )
 from app.services import collection_jobs as jobs
 from app.testing.worker import run_jobs
-from app.worker import Worker, WorkerSettings
+from app.worker import Worker, WorkerSettings, attempts
 from app.worker.collectors import Collectors
 from tests.helpers.password_server import restartable_server
 from tests.helpers.proxy import proxy_to
@@ -94,6 +95,26 @@ async def test_many_jobs_at_once_share_a_bounded_pool_and_are_claimed_in_batches
             select(func.count(func.distinct(CollectionJobAttempt.run_started_at)))
         )
     assert starts == len(job_ids)  # each job its own run, even when claimed together
+
+
+async def test_completion_and_its_attempts_end_are_one_fenced_statement(db: Database) -> None:
+    [job_id] = await db.new_jobs(1, ["news", "disclosure"])
+    async with db.engine.connect() as conn:
+        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        worker = await attempts.register_worker(conn, "test")
+        [claimed] = await attempts.claim(AsyncSession(bind=conn), worker, ["news", "disclosure"], 8)
+        run = claimed.job.started_at
+        assert run is not None
+        stale = run - timedelta(seconds=1)
+        assert await attempts.complete(conn, job_id, stale, claimed.attempt_id) is None
+        assert (await db.job(job_id)).status is JobStatus.RUNNING
+        assert [a.ended_at for a in await db.attempts(job_id)] == [None]  # still live
+        finished = await attempts.complete(conn, job_id, run, claimed.attempt_id)
+    job = await db.job(job_id)
+    assert job.status is JobStatus.COMPLETED and job.completed_at == finished
+    assert job.progress == {"news": 100, "disclosure": 100} and job.overall_progress == "100.0"
+    [attempt] = await db.attempts(job_id)
+    assert attempt.outcome == "completed" and attempt.ended_at is not None
 
 
 async def test_a_final_error_fails_the_job_naming_the_type(db: Database) -> None:

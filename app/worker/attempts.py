@@ -12,10 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Float, Uuid, column, select, text
+from sqlalchemy import Float, Uuid, column, exists, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from app.models import CollectionJob
+from app.models import CollectionJob, CollectionJobAttempt
+from app.services import collection_jobs as jobs
 
 RESCUE_LOCK_KEY = 0x636F6C6C_72657363  # "collresc": one rescuer at a time across machines
 
@@ -158,6 +159,29 @@ async def heartbeat(
     one was rescued, cancelled or finished elsewhere: its collectors must stop)."""
     rows = await conn.execute(_HEARTBEAT, {"worker": worker_id, "attempts": list(attempts)})
     return {row[0] for row in rows}
+
+
+async def complete(
+    conn: AsyncConnection, job_id: uuid.UUID, run: datetime, attempt_id: uuid.UUID
+) -> datetime | None:
+    """Complete the job (the service's `completion`, fenced to the run) and end its
+    attempt, in one statement: one round trip. Its `completed_at`, or None when the job
+    was not this run's to complete (`complete_job` then says why)."""
+    done = jobs.completion(job_id, run_started_at=run).returning(CollectionJob.completed_at)
+    completed = done.cte("completed")
+    ended = (
+        update(CollectionJobAttempt)
+        .where(
+            CollectionJobAttempt.id == attempt_id,
+            CollectionJobAttempt.ended_at.is_(None),
+            exists(select(completed.c.completed_at)),
+        )
+        .values(ended_at=func.now(), outcome="completed")
+        .cte("ended")
+    )
+    statement = select(completed.c.completed_at).add_cte(ended)
+    finished: datetime | None = (await conn.execute(statement)).scalar_one_or_none()
+    return finished
 
 
 async def end_attempt(

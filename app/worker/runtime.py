@@ -349,13 +349,15 @@ class Worker:
         try:
             try:
                 await self._collect_all(job, run, reporter)
-                async with session_scope(create_sessionmaker(engine)) as session:
-                    done = await jobs.complete_job(session, job.id, run_started_at=run)
-                    await attempts.end_attempt(session, attempt_id, "completed")
+                async with self._autocommit(engine) as conn:
+                    finished = await attempts.complete(conn, job.id, run, attempt_id)
+                if finished is None:  # not this run's any more: the service says why
+                    async with session_scope(create_sessionmaker(engine)) as session:
+                        await jobs.complete_job(session, job.id, run_started_at=run)
+                    raise AssertionError("complete_job completed a job its run could not")
                 log.info("job %s: completed", job.id)
                 self.metrics.ended("completed")
-                assert done.completed_at is not None
-                self.metrics.estimate_errors(reporter.estimate_errors(done.completed_at))
+                self.metrics.estimate_errors(reporter.estimate_errors(finished))
             except _TypeFailed as failed:
                 await self._fail(engine, job.id, run, attempt_id, str(failed))
             except jobs.JobNotRunningError:  # cancelled, or run again elsewhere

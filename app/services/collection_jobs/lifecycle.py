@@ -29,6 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.dml import Update
 
 from app.models import (
     Analyst,
@@ -146,6 +147,17 @@ _ALL_TYPES_DONE = (
 )
 
 
+def _transition_statement(
+    job_id: uuid.UUID | str, target: JobStatus, run_started_at: datetime | None, **values: Any
+) -> Update:
+    job_id = check.identifier(job_id, "job_id")
+    run_started_at = check.optional_aware(run_started_at, "run_started_at")
+    conditions = [CollectionJob.id == job_id, CollectionJob.status.in_(ALLOWED_FROM[target])]
+    if run_started_at is not None:
+        conditions.append(CollectionJob.started_at == run_started_at)
+    return update(CollectionJob).where(*conditions).values(status=target, **values)
+
+
 async def _transition(
     session: AsyncSession,
     job_id: uuid.UUID | str,
@@ -157,14 +169,8 @@ async def _transition(
     """One UPDATE whose WHERE states what must hold; given a run (the `started_at` a claim
     returned), only while that run is the job's current one."""
     job_id = check.identifier(job_id, "job_id")
-    run_started_at = check.optional_aware(run_started_at, "run_started_at")
-    conditions = [CollectionJob.id == job_id, CollectionJob.status.in_(ALLOWED_FROM[target])]
-    if run_started_at is not None:
-        conditions.append(CollectionJob.started_at == run_started_at)
     statement = (
-        update(CollectionJob)
-        .where(*conditions)
-        .values(status=target, **values)
+        _transition_statement(job_id, target, run_started_at, **values)
         .returning(CollectionJob)
         .execution_options(synchronize_session=False, populate_existing=True)
     )
@@ -195,21 +201,28 @@ async def start_job(session: AsyncSession, job_id: uuid.UUID | str) -> Collectio
     )
 
 
+_COMPLETED: dict[str, Any] = {
+    "completed_at": now(),
+    "progress": _ALL_TYPES_DONE,
+    "overall_progress": "100.0",
+    "estimated_completion_time": None,
+}
+
+
 async def complete_job(
     session: AsyncSession, job_id: uuid.UUID | str, *, run_started_at: datetime | None = None
 ) -> CollectionJob:
     """running -> completed; every type shows 100 and the job 100.0. A worker passes its
     run (`run_started_at`, see `add_job_logs`): a superseded run completes nothing."""
     return await _transition(
-        session,
-        job_id,
-        JobStatus.COMPLETED,
-        run_started_at=run_started_at,
-        completed_at=now(),
-        progress=_ALL_TYPES_DONE,
-        overall_progress="100.0",
-        estimated_completion_time=None,
+        session, job_id, JobStatus.COMPLETED, run_started_at=run_started_at, **_COMPLETED
     )
+
+
+def completion(job_id: uuid.UUID | str, *, run_started_at: datetime) -> Update:
+    """`complete_job`'s UPDATE, unexecuted, for a caller that makes it part of one statement
+    (the worker ends the job's attempt with it). No row updated: `complete_job` says why."""
+    return _transition_statement(job_id, JobStatus.COMPLETED, run_started_at, **_COMPLETED)
 
 
 async def fail_job(
