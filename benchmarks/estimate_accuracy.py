@@ -17,22 +17,18 @@ import argparse
 import asyncio
 import random
 import statistics
-import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
-from app.db.embedded import database_url
 from app.db.engine import create_engine, create_sessionmaker, session_scope
-from app.db.reset.init_db import init_db
-from app.db.settings import Environment, load_settings
 from app.models import Analyst, CollectionJob
 from app.services import collection_jobs as jobs
 from app.worker import Worker, WorkerSettings
 from app.worker.demo import COLLECTORS, SECONDS_PER_DAY
 from app.worker.metrics import ESTIMATE_POINTS, Observer
-from benchmarks.scratch import admin
+from benchmarks.scratch import initialized_database
 
 
 class Errors(Observer):
@@ -54,13 +50,8 @@ async def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
     rng = random.Random(args.seed)
-    settings = load_settings()
-    base = await database_url(settings, settings.environment())
-    url = base.set(database=f"bench_estimate_{uuid.uuid4().hex[:8]}")
-    await admin(base, f'CREATE DATABASE "{url.database}"')
-    try:
+    async with initialized_database("bench_estimate") as url:
         engine = create_engine(url, null_pool=True)
-        await init_db(engine, environment=Environment.TEST)
         now = datetime.now(UTC)
         async with session_scope(create_sessionmaker(engine)) as session:
             analyst = Analyst(email="estimate@example.com", name="bench")
@@ -99,8 +90,6 @@ async def main() -> None:
                 f"{p90(seen):5.2f} s ({statistics.median(seen) / typical:4.0%} and "
                 f"{p90(seen) / typical:4.0%} of the median run time; n={len(seen)})"
             )
-    finally:
-        await admin(base, f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
 
 
 if __name__ == "__main__":

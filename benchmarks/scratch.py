@@ -6,11 +6,16 @@ import asyncio
 import os
 import subprocess
 import sys
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from sqlalchemy.engine import URL
 
-from app.db.engine import connect
-from app.db.settings import PROJECT_ROOT, Environment
+from app.db.embedded import database_url
+from app.db.engine import connect, create_engine
+from app.db.reset import init_db
+from app.db.settings import PROJECT_ROOT, Environment, load_settings
 
 
 async def admin(url: URL, sql: str) -> None:
@@ -20,6 +25,23 @@ async def admin(url: URL, sql: str) -> None:
         await conn.execute(sql)
     finally:
         await conn.close()
+
+
+@asynccontextmanager
+async def initialized_database(prefix: str) -> AsyncIterator[URL]:
+    """A new database at the newest schema (`init_db`) on the configured server (the
+    embedded one, or DATABASE_URL's), dropped afterwards."""
+    settings = load_settings()
+    base = await database_url(settings, settings.environment())
+    url = base.set(database=f"{prefix}_{uuid.uuid4().hex[:8]}")
+    await admin(base, f'CREATE DATABASE "{url.database}"')
+    try:
+        engine = create_engine(url, null_pool=True)
+        await init_db(engine, environment=Environment.TEST)
+        await engine.dispose()
+        yield url
+    finally:
+        await admin(base, f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
 
 
 async def exists(server: URL, database: str | None) -> bool:

@@ -29,15 +29,12 @@ from pathlib import Path
 
 from sqlalchemy.engine import URL
 
-from app.db.embedded import database_url
 from app.db.engine import create_engine, create_sessionmaker, session_scope
-from app.db.reset import init_db
-from app.db.settings import Environment, load_settings
 from app.models import Analyst
 from app.services import collection_jobs as jobs
 from app.worker import CollectorContext
 from app.worker.collectors import Collector
-from benchmarks.scratch import admin
+from benchmarks.scratch import initialized_database
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -130,14 +127,7 @@ async def main() -> None:
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--poll-interval", type=float, default=2.0)
     args = parser.parse_args()
-    settings = load_settings()
-    base = await database_url(settings, settings.environment())
-    url = base.set(database=f"bench_worker_{uuid.uuid4().hex[:8]}")
-    await admin(base, f'CREATE DATABASE "{url.database}"')
-    try:
-        engine = create_engine(url, null_pool=True)
-        await init_db(engine, environment=Environment.TEST)
-        await engine.dispose()
+    async with initialized_database("bench_worker") as url:
         cases = [
             ("pickup, LISTEN", True, False),
             ("pickup, poll only", False, False),
@@ -148,8 +138,6 @@ async def main() -> None:
             count = args.jobs if not hold else max(20, args.jobs // 5)
             latencies = await run_case(url, count, listen, args.poll_interval, hold)
             print(f"{name:<20} n={len(latencies):<4} {percentiles(latencies)}")
-    finally:
-        await admin(base, f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
 
 
 if __name__ == "__main__":

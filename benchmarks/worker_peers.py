@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,7 @@ from sqlalchemy.engine import URL
 
 from app.db.embedded import database_url
 from app.db.settings import load_settings
-from benchmarks.peers import Peer, Settings, libpq_url
+from benchmarks.peers import Inserter, Peer, Settings, libpq_url
 from benchmarks.scratch import admin
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -175,78 +175,70 @@ def percentiles(values: list[float]) -> str:
     return f"p50 {statistics.median(ms):6.1f} ms  p99 {p99:6.1f} ms  max {ms[-1]:6.1f} ms"
 
 
-async def pickup(peer: Peer, base: URL, s: Settings, count: int) -> str:
+@asynccontextmanager
+async def waiting_workers(
+    peer: Peer, base: URL, s: Settings, mode: str, processes: int
+) -> AsyncIterator[tuple[Path, Inserter]]:
+    """`processes` idle workers on a fresh database, and a connection to insert jobs; the
+    folder their job functions write to."""
     async with fresh_database(base, peer) as url:
         with scratch_folder() as folder:
-            workers = Workers(peer, url, s, folder, "trivial")
-            workers.start(1)
+            workers = Workers(peer, url, s, folder, mode)
+            workers.start(processes)
             inserter = await peer.inserter(url)
-            sent: dict[str, float] = {}
             try:
                 await asyncio.sleep(3)  # up, and waiting
-                began = time.monotonic()
-                for n in range(count):  # a steady 100 a second
-                    await asyncio.sleep(max(0.0, began + n / 100 - time.monotonic()))
-                    at = time.time()
-                    sent[await inserter.insert()] = at
-                await wait_for(lambda: len(read_events(folder, "start")) >= count, limit=10)
+                yield folder, inserter
             finally:
                 await inserter.close()
                 workers.stop()
-            seen = read_events(folder, "start")
+
+
+async def pickup(peer: Peer, base: URL, s: Settings, count: int) -> str:
+    sent: dict[str, float] = {}
+    async with waiting_workers(peer, base, s, "trivial", 1) as (folder, inserter):
+        began = time.monotonic()
+        for n in range(count):  # a steady 100 a second
+            await asyncio.sleep(max(0.0, began + n / 100 - time.monotonic()))
+            at = time.time()
+            sent[await inserter.insert()] = at
+        await wait_for(lambda: len(read_events(folder, "start")) >= count, limit=10)
+        seen = read_events(folder, "start")
     latencies = [seen[key][0] - at for key, at in sent.items() if key in seen]
     missing = len(sent) - len(latencies)
     return percentiles(latencies) + (f"  ({missing} never started)" if missing else "")
 
 
 async def cancel(peer: Peer, base: URL, s: Settings, count: int) -> str:
-    async with fresh_database(base, peer) as url:
-        with scratch_folder() as folder:
-            workers = Workers(peer, url, s, folder, "hold")
-            workers.start(1)
-            inserter = await peer.inserter(url)
-            latencies: list[float] = []
-            try:
-                await asyncio.sleep(3)
-                for _ in range(count):
-                    key = await inserter.insert()
-                    if not await wait_for(has(folder, "start", key), 10):
-                        return "a job never started"
-                    at = time.time()
-                    await inserter.cancel(key)
-                    if not await wait_for(has(folder, "cancel", key), 10):
-                        return "not seen by the job's code within 10 s"
-                    latencies.append(read_events(folder, "cancel")[key][0] - at)
-            finally:
-                await inserter.close()
-                workers.stop()
+    latencies: list[float] = []
+    async with waiting_workers(peer, base, s, "hold", 1) as (folder, inserter):
+        for _ in range(count):
+            key = await inserter.insert()
+            if not await wait_for(has(folder, "start", key), 10):
+                return "a job never started"
+            at = time.time()
+            await inserter.cancel(key)
+            if not await wait_for(has(folder, "cancel", key), 10):
+                return "not seen by the job's code within 10 s"
+            latencies.append(read_events(folder, "cancel")[key][0] - at)
     return percentiles(latencies)
 
 
 async def recovery(peer: Peer, base: URL, s: Settings, limit: float) -> str:
-    async with fresh_database(base, peer) as url:
-        with scratch_folder() as folder:
-            workers = Workers(peer, url, s, folder, "hold")
-            workers.start(2)
-            inserter = await peer.inserter(url)
-            try:
-                await asyncio.sleep(3)
-                key = await inserter.insert()
-                if not await wait_for(has(folder, "start", key), 10):
-                    return "the job never started"
-                victim = read_events(folder, "start")[key][1]
-                killed = time.time()
-                os.kill(victim, signal.SIGKILL)
+    async with waiting_workers(peer, base, s, "hold", 2) as (folder, inserter):
+        key = await inserter.insert()
+        if not await wait_for(has(folder, "start", key), 10):
+            return "the job never started"
+        victim = read_events(folder, "start")[key][1]
+        killed = time.time()
+        os.kill(victim, signal.SIGKILL)
 
-                def again() -> bool:
-                    return any(k == key and pid != victim for k, _, pid in starts(folder))
+        def again() -> bool:
+            return any(k == key and pid != victim for k, _, pid in starts(folder))
 
-                if not await wait_for(again, limit, every=0.1):
-                    return f"never (not within {limit:.0f} s)"
-                rerun = next(at for k, at, pid in starts(folder) if k == key and pid != victim)
-            finally:
-                await inserter.close()
-                workers.stop()
+        if not await wait_for(again, limit, every=0.1):
+            return f"never (not within {limit:.0f} s)"
+        rerun = next(at for k, at, pid in starts(folder) if k == key and pid != victim)
     return f"{rerun - killed:6.1f} s"
 
 

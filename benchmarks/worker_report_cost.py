@@ -18,23 +18,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import uuid
 from collections.abc import Awaitable, Callable
 
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.embedded import database_url
 from app.db.engine import create_engine
-from app.db.reset.init_db import init_db
-from app.db.settings import Environment, load_settings
 from app.models import CollectionJob, CollectionType
 from app.services import collection_jobs as jobs
 from app.testing.factories import make_running_job
 from app.worker.metrics import NO_METRICS, Observer, PrometheusMetrics
 from app.worker.reporting import Reporter
 from benchmarks.progress_updates import for_a_while, percent
-from benchmarks.scratch import admin
+from benchmarks.scratch import initialized_database
 
 TYPES = list(CollectionType)
 Report = Callable[[int], Awaitable[None]]
@@ -96,13 +92,8 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    settings = load_settings()
-    base = await database_url(settings, settings.environment())
-    url = base.set(database=f"bench_report_{uuid.uuid4().hex[:8]}")
-    await admin(base, f'CREATE DATABASE "{url.database}"')
-    try:
+    async with initialized_database("bench_report") as url:
         engine = create_engine(url, null_pool=True)
-        await init_db(engine, environment=Environment.TEST)
         async with AsyncSession(engine, expire_on_commit=False) as session:
             running = [await make_running_job(session, TYPES) for _ in range(args.collectors)]
             await session.commit()
@@ -118,8 +109,6 @@ async def main() -> None:
             rate = statistics.median(values)
             each = " / ".join(f"{v:,.0f}" for v in values)
             print(f"{name:<16} {rate:8,.0f} reports/s  ({each})  ratio {rate / alone:.2f}")
-    finally:
-        await admin(base, f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
 
 
 if __name__ == "__main__":
