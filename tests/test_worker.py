@@ -117,6 +117,24 @@ async def test_completion_and_its_attempts_end_are_one_fenced_statement(db: Data
     assert attempt.outcome == "completed" and attempt.ended_at is not None
 
 
+async def test_a_job_created_while_every_place_is_taken_starts_when_one_frees(
+    db: Database,
+) -> None:
+    """Its notification finds the worker full; the place that frees takes it at once, not
+    after the poll interval (a finished job alone does not send a claim to an empty queue)."""
+    [first] = await db.new_jobs(1, ["news"])
+    worker = Worker(db.url, STEADY, replace(FAST, concurrency=1, poll_interval=60.0))
+    running = asyncio.create_task(worker.run())
+    try:
+        await wait_for_progress(db, first, 10)
+        [second] = await db.new_jobs(1, ["news"])  # notified while the only place is taken
+        assert await wait_until_all_completed(db, 10) == 0
+    finally:
+        worker.stop()
+        await asyncio.wait_for(running, 10)
+    assert [a.outcome for a in await db.attempts(second)] == ["completed"]
+
+
 async def test_a_final_error_fails_the_job_naming_the_type(db: Database) -> None:
     [job_id] = await db.new_jobs(1, ["news", "disclosure"])
     await run_until_empty(db, BROKEN)

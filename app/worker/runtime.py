@@ -114,6 +114,10 @@ class Worker:
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self._running: dict[uuid.UUID, _Running] = {}
         self._wake = asyncio.Event()
+        self._wanted = True
+        """Whether a claim may find work: set by a notification, the poll interval or a
+        rescue; cleared by a claim that found fewer jobs than it asked for. A finished job
+        alone does not send a claim to a queue known to be empty."""
         self._stopping = False
         self._hurry = False
         self._next_rescue = 0.0
@@ -270,12 +274,13 @@ class Worker:
             if queue is not None:
                 self.metrics.queue(*queue)
             if rescued:
+                self._wanted = True
                 self.metrics.rescued(len(rescued))
                 log.warning("rescued %d job(s) whose worker stopped answering", len(rescued))
             self._next_rescue = loop.time() + s.heartbeat_seconds
         self._check_stuck()
         claimed_any = False
-        while len(self._running) < s.concurrency and not self._stopping:
+        while self._wanted and len(self._running) < s.concurrency and not self._stopping:
             free = s.concurrency - len(self._running)
             async with self._autocommit(engine) as conn:
                 # One statement claims (its own transaction); the jobs are read after it.
@@ -287,13 +292,18 @@ class Worker:
                 self._start(engine, one)
             claimed_any = claimed_any or bool(claimed)
             if len(claimed) < free:
+                self._wanted = False
                 break
         if until_empty and not claimed_any and not self._running:
             return True
         self._wake.clear()
         waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._wake.wait())]
         waits += [r.task for r in self._running.values()]
-        await asyncio.wait(waits, timeout=s.poll_interval, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(
+            waits, timeout=s.poll_interval, return_when=asyncio.FIRST_COMPLETED
+        )
+        if not done or waits[0] in done:  # the poll interval, or a notification
+            self._wanted = True
         waits[0].cancel()
         # A finished job frees its place now, not when its done-callback gets to run.
         for attempt_id, running in list(self._running.items()):
