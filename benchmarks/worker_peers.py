@@ -42,6 +42,7 @@ from typing import Any
 from sqlalchemy.engine import URL
 
 from app.db.embedded import database_url
+from app.db.engine import connect
 from app.db.settings import load_settings
 from benchmarks.peers import Inserter, Peer, Settings, libpq_url
 from benchmarks.scratch import admin
@@ -147,9 +148,27 @@ async def wait_for(check: Callable[[], bool], limit: float, every: float = 0.05)
     return False
 
 
+async def server_work(url: URL) -> tuple[int, int]:
+    """The database's commits and rows written so far (`pg_stat_database`)."""
+    conn = await connect(url)
+    try:
+        row = await conn.fetchrow(
+            "SELECT xact_commit, tup_inserted + tup_updated + tup_deleted"
+            " FROM pg_stat_database WHERE datname = current_database()"
+        )
+    finally:
+        await conn.close()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
 async def throughput(peer: Peer, base: URL, s: Settings, jobs: int, processes: int) -> str:
+    """jobs/s, and the server's work per job while draining: commits (every session's,
+    heartbeats included) and rows written."""
     async with fresh_database(base, peer) as url:
         await peer.insert_many(url, jobs)
+        await asyncio.sleep(1.5)  # statistics are flushed at most once a second
+        before = await server_work(url)
         with scratch_folder() as folder:
             workers = Workers(peer, url, s, folder, "trivial")
             workers.start(processes)
@@ -162,11 +181,15 @@ async def throughput(peer: Peer, base: URL, s: Settings, jobs: int, processes: i
             finally:
                 workers.stop()
             seen = starts(folder)
+        await asyncio.sleep(1.5)
+        after = await server_work(url)
     if not done:
         return f"only {len(seen)} of {jobs} started within 600 s"
     span = seen[-1][1] - seen[0][1]
     twice = len(seen) - len({key for key, _, _ in seen})
-    return f"{len(seen) / span:8.0f} jobs/s" + (f" ({twice} run twice)" if twice else "")
+    commits, rows = ((a - b) / jobs for a, b in zip(after, before, strict=True))
+    figure = f"{len(seen) / span:8.0f} jobs/s  ({commits:.2f} commits, {rows:.1f} rows a job)"
+    return figure + (f" ({twice} run twice)" if twice else "")
 
 
 def percentiles(values: list[float]) -> str:
