@@ -23,6 +23,7 @@ source = source.replace(anchor, added + anchor, 1)
 source = source.replace("from sqlalchemy import ForeignKey,", "from sqlalchemy import ForeignKey, Integer,")
 path.write_text(source)
 PY
+        .venv/bin/ruff check --fix --select I -q app/models/collection_job.py  # as an editor sorts imports
         # 2. A new table with a foreign key to collection_jobs.
         cat > app/models/job_note.py <<'PY'
 """Notes an analyst writes on a collection job."""
