@@ -8,6 +8,7 @@ The rest of `app.db` builds on this, one way only:
 """
 
 from app.db.engine import (
+    autocommit,
     connect,
     create_engine,
     create_sessionmaker,
@@ -38,6 +39,7 @@ __all__ = [
     "NotConfirmedError",
     "ServerRefusedError",
     "Settings",
+    "autocommit",
     "connect",
     "create_engine",
     "create_sessionmaker",

@@ -13,6 +13,7 @@ import asyncpg
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -117,6 +118,14 @@ async def session_scope(
             await session.rollback()
             raise
         await session.commit()
+
+
+@asynccontextmanager
+async def autocommit(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A pooled connection whose every statement commits on its own: for single-statement
+    writes that need no unit of work around them (progress reports, a worker's claims)."""
+    async with engine.connect() as conn:
+        yield await conn.execution_options(isolation_level="AUTOCOMMIT")
 
 
 async def connect(

@@ -4,16 +4,15 @@ the way, to hold up to the real finish."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.db.engine import autocommit
 from app.services import collection_jobs as jobs
 from app.worker.metrics import ESTIMATE_POINTS, NO_METRICS, Observer
 
@@ -40,7 +39,7 @@ class Reporter:
 
     async def report(self, collection_type: str, percent: float) -> None:
         began = time.perf_counter()
-        async with self._connection() as conn:
+        async with autocommit(self._engine) as conn:
             report = await jobs.report_progress(
                 conn, self._job_id, collection_type, percent, run_started_at=self._run
             )
@@ -65,10 +64,5 @@ class Reporter:
         return {p: abs((at - finished).total_seconds()) for p, at in self.estimates.items()}
 
     async def log(self, collection_type: str, entry: jobs.LogEntry) -> None:
-        async with self._connection() as conn:
+        async with autocommit(self._engine) as conn:
             await jobs.add_job_logs(conn, self._job_id, [entry], run_started_at=self._run)
-
-    @contextlib.asynccontextmanager
-    async def _connection(self) -> Any:
-        async with self._engine.connect() as conn:
-            yield await conn.execution_options(isolation_level="AUTOCOMMIT")

@@ -22,9 +22,9 @@ from typing import Any
 import asyncpg
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
-from app.db.engine import connect, create_engine, create_sessionmaker, session_scope
+from app.db.engine import autocommit, connect, create_engine, create_sessionmaker, session_scope
 from app.db.errors import DatabaseSetupError
 from app.models import CollectionJob
 from app.services import collection_jobs as jobs
@@ -193,7 +193,7 @@ class Worker:
         listener: asyncpg.Connection | None = None
         heartbeat: Heartbeat | None = None
         try:
-            async with self._autocommit(engine) as conn:
+            async with autocommit(engine) as conn:
                 worker_id = await attempts.register_worker(conn, self.name)
             heartbeat = Heartbeat(
                 self.url,
@@ -214,7 +214,7 @@ class Worker:
             await self._work(engine, worker_id, until_empty)
             await self._shut_down(engine)
             try:
-                async with self._autocommit(engine) as conn:
+                async with autocommit(engine) as conn:
                     await attempts.worker_stopped(conn, worker_id)
             except DATABASE_ERRORS as exc:
                 log.warning("could not record this worker's stop (%s)", _first_line(exc))
@@ -268,7 +268,7 @@ class Worker:
         s = self.settings
         loop = asyncio.get_running_loop()
         if loop.time() >= self._next_rescue:
-            async with self._autocommit(engine) as conn:
+            async with autocommit(engine) as conn:
                 rescued = await attempts.rescue(conn, s.rescue_timeout, s.max_lost_attempts)
                 queue = await attempts.queue_state(conn) if self.metrics.wants_queue else None
             if queue is not None:
@@ -282,11 +282,9 @@ class Worker:
         claimed_any = False
         while self._wanted and len(self._running) < s.concurrency and not self._stopping:
             free = s.concurrency - len(self._running)
-            async with self._autocommit(engine) as conn:
-                # One statement claims (its own transaction); the jobs are read after it.
-                claimed = await attempts.claim(
-                    AsyncSession(bind=conn), worker_id, sorted(self.collectors), free
-                )
+            async with autocommit(engine) as conn, AsyncSession(bind=conn) as session:
+                # One statement, its own transaction: the jobs claimed, as they are now.
+                claimed = await attempts.claim(session, worker_id, sorted(self.collectors), free)
             for one in claimed:
                 self.metrics.claimed(one.waited)
                 self._start(engine, one)
@@ -359,7 +357,7 @@ class Worker:
         try:
             try:
                 await self._collect_all(job, run, reporter)
-                async with self._autocommit(engine) as conn:
+                async with autocommit(engine) as conn:
                     finished = await attempts.complete(conn, job.id, run, attempt_id)
                 if finished is None:  # not this run's any more: the service says why
                     async with session_scope(create_sessionmaker(engine)) as session:
@@ -371,7 +369,7 @@ class Worker:
             except _TypeFailed as failed:
                 await self._fail(engine, job.id, run, attempt_id, str(failed))
             except jobs.JobNotRunningError:  # cancelled, or run again elsewhere
-                async with self._autocommit(engine) as conn:
+                async with autocommit(engine) as conn:
                     await self._ended_from_outside(conn, attempt_id, job.id)
             except asyncio.CancelledError:
                 reason = self._running[attempt_id].reason if attempt_id in self._running else None
@@ -382,7 +380,7 @@ class Worker:
                     why = f"no progress for {silent}s while its worker was alive"
                     await self._fail(engine, job.id, run, attempt_id, why)
                     return
-                async with self._autocommit(engine) as conn:
+                async with autocommit(engine) as conn:
                     if reason == "shutdown" or (reason or "").startswith("stuck:requeue"):
                         await attempts.release(conn, job.id, run, attempt_id)
                         self.metrics.ended("requeued")
@@ -392,7 +390,7 @@ class Worker:
             log.warning("job %s: could not record its end (%s)", job.id, _first_line(exc))
 
     async def _ended_from_outside(
-        self, conn: Any, attempt_id: uuid.UUID, job_id: uuid.UUID
+        self, conn: AsyncConnection, attempt_id: uuid.UUID, job_id: uuid.UUID
     ) -> None:
         outcome = await attempts.end_if_job_ended(conn, attempt_id, job_id)
         if outcome == "cancelled":  # an end by another process is counted there
@@ -464,9 +462,3 @@ class Worker:
                     delay,
                 )
                 await asyncio.sleep(delay)
-
-    @staticmethod
-    @contextlib.asynccontextmanager
-    async def _autocommit(engine: AsyncEngine) -> Any:
-        async with engine.connect() as conn:
-            yield await conn.execution_options(isolation_level="AUTOCOMMIT")
