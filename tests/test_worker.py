@@ -40,6 +40,7 @@ from tests.helpers.workers import (
     start_worker,
     wait_for_progress,
     wait_until_all_completed,
+    working,
 )
 from tests.test_concurrency import pgbouncer_url  # noqa: F401 - the fixture, shared
 from tests.worker_collectors import BROKEN, FOREVER, STEADY
@@ -124,14 +125,10 @@ async def test_a_job_created_while_every_place_is_taken_starts_when_one_frees(
     after the poll interval (a finished job alone does not send a claim to an empty queue)."""
     [first] = await db.new_jobs(1, ["news"])
     worker = Worker(db.url, STEADY, replace(FAST, concurrency=1, poll_interval=60.0))
-    running = asyncio.create_task(worker.run())
-    try:
+    async with working(worker):
         await wait_for_progress(db, first, 10)
         [second] = await db.new_jobs(1, ["news"])  # notified while the only place is taken
         assert await wait_until_all_completed(db, 10) == 0
-    finally:
-        worker.stop()
-        await asyncio.wait_for(running, 10)
     assert [a.outcome for a in await db.attempts(second)] == ["completed"]
 
 
@@ -153,8 +150,7 @@ async def test_a_worker_leaves_jobs_with_a_type_it_cannot_run(db: Database) -> N
 async def test_a_cancel_reaches_the_running_collector_at_once(db: Database) -> None:
     [job_id] = await db.new_jobs(1, ["news"])
     worker = Worker(db.url, FOREVER, FAST)
-    running = asyncio.create_task(worker.run())
-    try:
+    async with working(worker):
         for _ in range(100):
             if (await db.job(job_id)).progress == {"news": 5.0}:
                 break
@@ -169,10 +165,6 @@ async def test_a_cancel_reaches_the_running_collector_at_once(db: Database) -> N
             await asyncio.sleep(0.02)
         assert outcomes == ["cancelled"]
         assert time.monotonic() - cancelled_at < 1.0  # not at the next heartbeat or poll
-    finally:
-        worker.stop()
-        worker.stop()
-        await asyncio.wait_for(running, 10)
 
 
 async def test_a_job_whose_worker_is_gone_is_rescued_once_and_resumes_its_progress(
@@ -296,13 +288,10 @@ async def test_a_collector_that_blocks_its_loop_is_not_rescued_while_its_process
     [job_id] = await db.new_jobs(1, ["news"])
     blocked = start_worker(db.url, collectors="BLOCKING")
     rescuer = Worker(db.url, {"disclosure": STEADY["disclosure"]}, FAST)  # rescues, can't claim
-    rescuing = asyncio.create_task(rescuer.run())
     try:
-        await wait_until_all_completed(db, 20)
+        async with working(rescuer):
+            await wait_until_all_completed(db, 20)
     finally:
-        rescuer.stop()
-        rescuer.stop()
-        await asyncio.wait_for(rescuing, 10)
         blocked.send_signal(signal.SIGTERM)
         output = blocked.communicate(timeout=20)[0]
     assert (await db.job(job_id)).status is JobStatus.COMPLETED, output
@@ -379,13 +368,8 @@ async def test_a_worker_cut_off_from_the_database_stops_and_its_late_writes_neve
             await wait_for_progress(db, job_id, 20)
             proxy.forwarding.clear()  # the network splits: nothing passes, nothing closes
             rescuer = Worker(db.url, STEADY, replace(FAST, rescue_timeout=2.0))
-            rescuing = asyncio.create_task(rescuer.run())
-            try:
+            async with working(rescuer):
                 await wait_until_all_completed(db, 30)
-            finally:
-                rescuer.stop()
-                rescuer.stop()
-                await asyncio.wait_for(rescuing, 10)
             assert (await db.job(job_id)).status is JobStatus.COMPLETED
             logs_after = await db.count_logs()
             proxy.forwarding.set()  # the split heals: whatever the old attempt sent arrives
@@ -464,17 +448,12 @@ async def test_a_job_stuck_while_its_worker_lives_is_told_apart_and_handled(
     so, or handed back with its progress, as configured."""
     [job_id] = await db.new_jobs(1, ["news"])
     worker = Worker(db.url, FOREVER, replace(FAST, stuck_after=1.0, stuck_action=action))
-    running = asyncio.create_task(worker.run())
-    try:
+    async with working(worker):
         for _ in range(200):
             outcomes = [a.outcome for a in await db.attempts(job_id)]
             if outcomes and outcomes[0] is not None:
                 break
             await asyncio.sleep(0.05)
-    finally:
-        worker.stop()
-        worker.stop()
-        await asyncio.wait_for(running, 10)
     job = await db.job(job_id)
     if action == "fail":
         assert outcomes[0] == "failed" and job.status is JobStatus.FAILED

@@ -24,6 +24,7 @@ from tests.helpers.workers import (
     start_worker,
     wait_for_progress,
     wait_until_all_completed,
+    working,
 )
 from tests.worker_collectors import FOREVER
 
@@ -91,8 +92,7 @@ async def test_cancelled_and_handed_back_jobs_are_counted(db: Database) -> None:
     metrics = PrometheusMetrics(registry)
     [cancelled, handed_back] = await db.new_jobs(2, ["news"])
     worker = Worker(db.url, FOREVER, replace(FAST, grace_seconds=0.1), metrics=metrics)
-    running = asyncio.create_task(worker.run())
-    try:
+    async with working(worker):
         await wait_for_progress(db, cancelled, 1)
         await wait_for_progress(db, handed_back, 1)
         async with db.sessions() as session, session.begin():
@@ -101,9 +101,6 @@ async def test_cancelled_and_handed_back_jobs_are_counted(db: Database) -> None:
             if registry.get_sample_value("collection_worker_jobs_cancelled_total") == 1:
                 break
             await asyncio.sleep(0.05)
-    finally:
-        worker.stop()
-        await asyncio.wait_for(running, 20)
     assert registry.get_sample_value("collection_worker_jobs_claimed_total") == 2
     assert registry.get_sample_value("collection_worker_jobs_cancelled_total") == 1
     assert registry.get_sample_value("collection_worker_jobs_requeued_total") == 1

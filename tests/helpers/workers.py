@@ -4,11 +4,13 @@ fast worker settings, and a worker process started the way an operator would."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
@@ -18,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.db.engine import create_sessionmaker, session_scope
 from app.models import Analyst, CollectionJob, CollectionJobAttempt, DataCollectionLog, JobStatus
 from app.services import collection_jobs as jobs
-from app.worker import WorkerSettings
+from app.worker import Worker, WorkerSettings
 from tests.helpers.tools import url_env
 
 FAST = WorkerSettings(poll_interval=0.2, heartbeat_seconds=0.3, rescue_timeout=1.5, retries=1)
@@ -65,6 +67,19 @@ class Database:
                 .order_by(CollectionJobAttempt.run_started_at)
             )
             return list(rows)
+
+
+@contextlib.asynccontextmanager
+async def working(worker: Worker) -> AsyncIterator[None]:
+    """`worker` runs in this process for the block; then it stops at once (two stops: its
+    running jobs are handed back) and the block waits for it to finish."""
+    running = asyncio.create_task(worker.run())
+    try:
+        yield
+    finally:
+        worker.stop()
+        worker.stop()
+        await asyncio.wait_for(running, 20)
 
 
 STARTED: list[subprocess.Popen[str]] = []
