@@ -132,6 +132,67 @@ async def test_a_job_created_while_every_place_is_taken_starts_when_one_frees(
     assert [a.outcome for a in await db.attempts(second)] == ["completed"]
 
 
+async def test_a_stop_that_comes_while_a_statement_is_in_flight_is_not_lost(
+    db: Database,
+) -> None:
+    """stop() while the round waits on the server (here, a lock) ends the run as soon as
+    the statement returns, not one poll interval later: a wake-up is never cleared unseen."""
+    worker = Worker(db.url, STEADY, replace(FAST, poll_interval=60.0))
+    async with db.engine.connect() as locker:
+        await locker.execute(text("LOCK TABLE collection_jobs IN ACCESS EXCLUSIVE MODE"))
+        running = asyncio.create_task(worker.run())
+        try:
+            for _ in range(200):  # the worker's round is blocked on the lock
+                async with db.engine.connect() as looking:
+                    waiting = await looking.scalar(
+                        text(
+                            "SELECT count(*) FROM pg_stat_activity WHERE datname ="
+                            " current_database() AND application_name = 'collection-worker'"
+                            " AND wait_event_type = 'Lock'"
+                        )
+                    )
+                if waiting:
+                    break
+                await asyncio.sleep(0.05)
+            assert waiting, "the worker never reached the locked table"
+            worker.stop()
+            await locker.rollback()
+            await asyncio.wait_for(asyncio.shield(running), 10)
+        finally:
+            worker.stop()
+            worker.stop()
+            await asyncio.wait_for(running, 20)
+
+
+async def test_a_stop_during_an_outage_does_not_wait_out_the_backoff(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With the database gone for a while, the worker backs off for seconds between tries;
+    a stop then ends it at once, not after the current backoff."""
+    async with proxy_to(db.url) as (proxy, through_proxy):
+        worker = Worker(through_proxy, STEADY, FAST)
+        running = asyncio.create_task(worker.run())
+        try:
+            async with db.engine.connect() as conn:
+                for _ in range(200):  # registered: its loop is running
+                    if await conn.scalar(select(func.count()).select_from(CollectionWorker)):
+                        break
+                    await asyncio.sleep(0.05)
+            await proxy.close()  # every connection drops, and new ones are refused
+            for _ in range(300):  # backoff 0.5, 1, 2, then a wait of about 4 s begins
+                if any("retrying in 4" in r.getMessage() for r in caplog.records):
+                    break
+                await asyncio.sleep(0.05)
+            worker.stop()
+            stopped_at = time.monotonic()
+            await asyncio.wait_for(asyncio.shield(running), 10)
+            assert time.monotonic() - stopped_at < 1.5
+        finally:
+            worker.stop()
+            worker.stop()
+            await asyncio.wait_for(running, 20)
+
+
 async def test_a_final_error_fails_the_job_naming_the_type(db: Database) -> None:
     [job_id] = await db.new_jobs(1, ["news", "disclosure"])
     await run_until_empty(db, BROKEN)

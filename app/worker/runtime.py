@@ -258,7 +258,10 @@ class Worker:
                 log.warning(
                     "database unreachable (%s); retrying in %.1fs", _first_line(exc), backoff
                 )
-                await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+                # A stop() (or a notification: the database is back) ends the wait; never
+                # cleared here, so one that came during the failed round is not lost.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), backoff * random.uniform(0.8, 1.2))
 
     async def _claim_and_wait(
         self, engine: AsyncEngine, worker_id: uuid.UUID, until_empty: bool
@@ -267,6 +270,9 @@ class Worker:
         finished job or the poll interval. True when `until_empty` and nothing is left."""
         s = self.settings
         loop = asyncio.get_running_loop()
+        # Cleared before the round's statements, never after: a stop() or notification that
+        # comes while one is in flight is still set when the round waits.
+        self._wake.clear()
         if loop.time() >= self._next_rescue:
             async with autocommit(engine) as conn:
                 rescued = await attempts.rescue(conn, s.rescue_timeout, s.max_lost_attempts)
@@ -294,13 +300,12 @@ class Worker:
                 break
         if until_empty and not claimed_any and not self._running:
             return True
-        self._wake.clear()
         waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._wake.wait())]
         waits += [r.task for r in self._running.values()]
         done, _ = await asyncio.wait(
             waits, timeout=s.poll_interval, return_when=asyncio.FIRST_COMPLETED
         )
-        if not done or waits[0] in done:  # the poll interval, or a notification
+        if not done or self._wake.is_set():  # the poll interval, or a notification
             self._wanted = True
         waits[0].cancel()
         # A finished job frees its place now, not when its done-callback gets to run.
