@@ -6,6 +6,7 @@ mid-job is replaced by another that finishes it."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -38,6 +39,7 @@ from tests.helpers.workers import (
     FAST,
     Database,
     start_worker,
+    wait_for_backends,
     wait_for_progress,
     wait_until_all_completed,
     working,
@@ -142,19 +144,7 @@ async def test_a_stop_that_comes_while_a_statement_is_in_flight_is_not_lost(
         await locker.execute(text("LOCK TABLE collection_jobs IN ACCESS EXCLUSIVE MODE"))
         running = asyncio.create_task(worker.run())
         try:
-            for _ in range(200):  # the worker's round is blocked on the lock
-                async with db.engine.connect() as looking:
-                    waiting = await looking.scalar(
-                        text(
-                            "SELECT count(*) FROM pg_stat_activity WHERE datname ="
-                            " current_database() AND application_name = 'collection-worker'"
-                            " AND wait_event_type = 'Lock'"
-                        )
-                    )
-                if waiting:
-                    break
-                await asyncio.sleep(0.05)
-            assert waiting, "the worker never reached the locked table"
+            await wait_for_backends(db, "collection-worker", on_a_lock=True)
             worker.stop()
             await locker.rollback()
             await asyncio.wait_for(asyncio.shield(running), 10)
@@ -169,15 +159,15 @@ async def test_a_stop_during_an_outage_does_not_wait_out_the_backoff(
 ) -> None:
     """With the database gone for a while, the worker backs off for seconds between tries;
     a stop then ends it at once, not after the current backoff."""
+    caplog.set_level(logging.INFO, logger="app.worker")
     async with proxy_to(db.url) as (proxy, through_proxy):
         worker = Worker(through_proxy, STEADY, FAST)
         running = asyncio.create_task(worker.run())
         try:
-            async with db.engine.connect() as conn:
-                for _ in range(200):  # registered: its loop is running
-                    if await conn.scalar(select(func.count()).select_from(CollectionWorker)):
-                        break
-                    await asyncio.sleep(0.05)
+            for _ in range(200):  # started: its loop is running
+                if any("started:" in r.getMessage() for r in caplog.records):
+                    break
+                await asyncio.sleep(0.05)
             await proxy.close()  # every connection drops, and new ones are refused
             for _ in range(300):  # backoff 0.5, 1, 2, then a wait of about 4 s begins
                 if any("retrying in 4" in r.getMessage() for r in caplog.records):
@@ -191,6 +181,36 @@ async def test_a_stop_during_an_outage_does_not_wait_out_the_backoff(
             worker.stop()
             worker.stop()
             await asyncio.wait_for(running, 20)
+
+
+async def test_a_listening_connection_that_ends_is_replaced_at_once(db: Database) -> None:
+    """A server restart, an idle timeout or an operator ends the LISTEN connection: the
+    worker listens again and looks at the queue (a notification sent meanwhile is lost),
+    instead of polling alone from then on. The poll interval here is a minute."""
+    worker = Worker(db.url, STEADY, replace(FAST, poll_interval=60.0))
+    async with working(worker):
+        [listening] = await wait_for_backends(db, "collection-worker-listen")
+        async with db.engine.connect() as conn:
+            await conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": listening})
+        await db.new_jobs(1, ["news"])
+        assert await wait_until_all_completed(db, 10) == 0
+        [again] = await wait_for_backends(db, "collection-worker-listen")
+        assert again != listening
+        await db.new_jobs(1, ["news"])  # heard on the new connection
+        assert await wait_until_all_completed(db, 10) == 0
+
+
+async def test_a_listening_connection_gone_silent_is_noticed_and_replaced(db: Database) -> None:
+    """A NAT or firewall that forgets the LISTEN connection closes nothing: notifications
+    just stop. The worker pings it, and replaces it when the ping gets no answer."""
+    async with proxy_to(db.url) as (proxy, through_proxy):
+        settings = replace(FAST, poll_interval=60.0, listen_url=through_proxy)
+        worker = Worker(db.url, STEADY, settings)
+        async with working(worker):
+            await wait_for_backends(db, "collection-worker-listen")
+            proxy.silence_open_connections()
+            await db.new_jobs(1, ["news"])  # its notification is lost on the silent link
+            assert await wait_until_all_completed(db, 10) == 0
 
 
 async def test_a_final_error_fails_the_job_naming_the_type(db: Database) -> None:

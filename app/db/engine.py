@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import NullPool
 
-from app.db.errors import AuthenticationFailedError, ConnectionFailedError
+from app.db.errors import AuthenticationFailedError, ConnectionFailedError, first_line
 from app.db.settings import Settings
 from app.db.urls import (
     as_url,
@@ -167,21 +167,17 @@ def _raise_for(cause: BaseException | None, target: str) -> None:
         cause, asyncpg.InvalidPasswordError | asyncpg.InvalidAuthorizationSpecificationError
     ):
         raise AuthenticationFailedError(
-            f"authentication failed for {target}: {_first_line(cause)}"
+            f"authentication failed for {target}: {first_line(cause)}"
         ) from None
     if isinstance(cause, asyncpg.InvalidCatalogNameError):
         raise ConnectionFailedError(f"{target} does not exist") from None
     if isinstance(cause, asyncpg.CannotConnectNowError | asyncpg.TooManyConnectionsError):
-        raise ConnectionFailedError(f"cannot connect to {target}: {_first_line(cause)}") from None
+        raise ConnectionFailedError(f"cannot connect to {target}: {first_line(cause)}") from None
     if isinstance(cause, socket.gaierror):
         raise ConnectionFailedError(f"cannot resolve the host of {target}") from None
     if isinstance(cause, asyncio.TimeoutError | TimeoutError):
         raise ConnectionFailedError(f"timed out connecting to {target}") from None
     if isinstance(cause, OSError):
         raise ConnectionFailedError(
-            f"cannot connect to {target}: {cause.strerror or _first_line(cause)}"
+            f"cannot connect to {target}: {cause.strerror or first_line(cause)}"
         ) from None
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

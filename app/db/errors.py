@@ -5,6 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 
+def first_line(exc: BaseException) -> str:
+    """What a log line or an error message says of `exc`: its first line, or its type."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 class DatabaseSetupError(Exception):
     """An expected failure: commands print its message as one line and exit with `exit_code`."""
 

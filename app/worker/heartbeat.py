@@ -20,6 +20,7 @@ import asyncpg
 from sqlalchemy.engine import URL
 
 from app.db.engine import connect
+from app.db.errors import first_line
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class Heartbeat(threading.Thread):
                     conn.terminate()
                     conn = None
                 silent_for = time.monotonic() - last_beat
-                why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                why = first_line(exc)
                 log.warning("heartbeat failed (%.1fs without one): %s", silent_for, why)
                 if silent_for >= self._cut_off_after and not cut:
                     cut = True

@@ -24,13 +24,14 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
-from app.db.engine import autocommit, connect, create_engine, create_sessionmaker, session_scope
-from app.db.errors import DatabaseSetupError
+from app.db.engine import autocommit, create_engine, create_sessionmaker, session_scope
+from app.db.errors import DatabaseSetupError, first_line
 from app.models import CollectionJob
 from app.services import collection_jobs as jobs
 from app.worker import attempts
 from app.worker.collectors import CollectorContext, Collectors, FinalError
 from app.worker.heartbeat import Heartbeat
+from app.worker.listening import Listener
 from app.worker.metrics import NO_METRICS, Observer
 from app.worker.reporting import Reporter
 
@@ -38,10 +39,6 @@ log = logging.getLogger(__name__)
 
 DATABASE_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, DBAPIError, DatabaseSetupError)
 """What a lost or refusing database raises: retried, never a crash."""
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 @dataclass(frozen=True)
@@ -190,7 +187,7 @@ class Worker:
             pre_ping=False,
         )
         loop = asyncio.get_running_loop()
-        listener: asyncpg.Connection | None = None
+        listener: Listener | None = None
         heartbeat: Heartbeat | None = None
         try:
             async with autocommit(engine) as conn:
@@ -210,39 +207,50 @@ class Worker:
             )
             heartbeat.start()
             if s.listen:
-                listener = await self._listen()
+                listener = Listener(
+                    s.listen_url or self.url,
+                    [jobs.JOB_CREATED, jobs.JOB_CANCELLED],
+                    self._heard,
+                    listening_again=self._listening_again,
+                    ping_every=s.heartbeat_seconds,
+                    ping_timeout=max(1.0, s.rescue_timeout / 4),
+                    connect_timeout=max(2.0, s.rescue_timeout / 2),
+                )
+                await listener.start()
+            log.info(
+                "worker %s started: %s, %d jobs at once, %s",
+                self.name,
+                ", ".join(sorted(self.collectors)),
+                s.concurrency,
+                "listening" if s.listen else f"polling every {s.poll_interval:g}s",
+            )
             await self._work(engine, worker_id, until_empty)
             await self._shut_down(engine)
             try:
                 async with autocommit(engine) as conn:
                     await attempts.worker_stopped(conn, worker_id)
             except DATABASE_ERRORS as exc:
-                log.warning("could not record this worker's stop (%s)", _first_line(exc))
+                log.warning("could not record this worker's stop (%s)", first_line(exc))
         finally:
             if heartbeat is not None:
                 heartbeat.stop()
             # Closing politely waits for the server: over a dead link, give up after a while.
             if listener is not None:
-                with contextlib.suppress(*DATABASE_ERRORS):
-                    await listener.close(timeout=s.heartbeat_seconds)
+                await listener.close(give_up_after=s.heartbeat_seconds)
             with contextlib.suppress(*DATABASE_ERRORS):
                 await asyncio.wait_for(engine.dispose(), max(2.0, s.rescue_timeout / 2))
 
-    async def _listen(self) -> asyncpg.Connection:
-        listener = await connect(
-            self.settings.listen_url or self.url, application_name="collection-worker-listen"
-        )
+    def _heard(self, channel: str, payload: str) -> None:
+        if channel == jobs.JOB_CANCELLED:
+            with contextlib.suppress(ValueError):
+                self._cancelled(uuid.UUID(payload))
+        else:
+            self._wake.set()
 
-        def heard(_conn: Any, _pid: int, channel: str, payload: object) -> None:
-            if channel == jobs.JOB_CANCELLED:
-                with contextlib.suppress(ValueError):
-                    self._cancelled(uuid.UUID(str(payload)))
-            else:
-                self._wake.set()
-
-        await listener.add_listener(jobs.JOB_CREATED, heard)
-        await listener.add_listener(jobs.JOB_CANCELLED, heard)
-        return listener
+    def _listening_again(self) -> None:
+        """Notifications sent while the worker was deaf are lost: look at the queue."""
+        self._wanted = True
+        self._wake.set()
 
     async def _work(self, engine: AsyncEngine, worker_id: uuid.UUID, until_empty: bool) -> None:
         """Claim and wait, until stopped; a lost database is retried with backoff, one line
@@ -256,7 +264,7 @@ class Worker:
             except DATABASE_ERRORS as exc:
                 backoff = min(max(backoff * 2, 0.5), 10.0)
                 log.warning(
-                    "database unreachable (%s); retrying in %.1fs", _first_line(exc), backoff
+                    "database unreachable (%s); retrying in %.1fs", first_line(exc), backoff
                 )
                 # A stop() (or a notification: the database is back) ends the wait; never
                 # cleared here, so one that came during the failed round is not lost.
@@ -392,7 +400,7 @@ class Worker:
                     else:  # cancelled, or superseded: the job says how this attempt ended
                         await self._ended_from_outside(conn, attempt_id, job.id)
         except DATABASE_ERRORS as exc:  # the attempt stays live: the rescue takes it over
-            log.warning("job %s: could not record its end (%s)", job.id, _first_line(exc))
+            log.warning("job %s: could not record its end (%s)", job.id, first_line(exc))
 
     async def _ended_from_outside(
         self, conn: AsyncConnection, attempt_id: uuid.UUID, job_id: uuid.UUID

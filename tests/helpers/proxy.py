@@ -1,6 +1,7 @@
 """A TCP proxy on 127.0.0.1 in front of a PostgreSQL server, that can stop forwarding:
 the network split of a worker from its database, with every connection left open (as a
-dead link leaves them), so that only timeouts can tell."""
+dead link leaves them), so that only timeouts can tell; or silence only the connections
+open now, as a NAT or a firewall that forgets them does, while new ones pass."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ class Proxy:
         self.forwarding.set()
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.Task[None]] = set()
+        self._silenced_before = 0
+        self._opened = 0
 
     async def start(self) -> int:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -34,20 +37,31 @@ class Proxy:
             pipe.cancel()
         await asyncio.gather(*self._pipes, return_exceptions=True)
 
+    def silence_open_connections(self) -> None:
+        """The connections open now never pass another byte and are never closed; new
+        connections pass as before."""
+        self._silenced_before = self._opened
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._opened += 1
+        number = self._opened
         if self._socket is not None:
             up_reader, up_writer = await asyncio.open_unix_connection(self._socket)
         else:
             up_reader, up_writer = await asyncio.open_connection(*self._address)
         for source, sink in ((reader, up_writer), (up_reader, writer)):
-            pipe = asyncio.create_task(self._pipe(source, sink))
+            pipe = asyncio.create_task(self._pipe(number, source, sink))
             self._pipes.add(pipe)
             pipe.add_done_callback(self._pipes.discard)
 
-    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, number: int, source: asyncio.StreamReader, sink: asyncio.StreamWriter
+    ) -> None:
         with contextlib.suppress(ConnectionError, asyncio.CancelledError):
             while data := await source.read(65536):
                 await self.forwarding.wait()  # split: bytes wait here, connections stay open
+                if number <= self._silenced_before:
+                    await asyncio.Event().wait()  # silenced: until the proxy closes
                 sink.write(data)
                 await sink.drain()
         sink.close()

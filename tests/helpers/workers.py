@@ -13,7 +13,7 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -143,3 +143,25 @@ async def wait_for_progress(db: Database, job_id: uuid.UUID, at_least: float) ->
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"no progress: {job.status} {job.overall_progress}")
+
+
+async def wait_for_backends(
+    db: Database, application_name: str, *, on_a_lock: bool = False, seconds: float = 10
+) -> list[int]:
+    """The pids of the database's server processes of `application_name` (only those
+    waiting on a lock, with `on_a_lock`), once there is one."""
+    query = text(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+        " AND application_name = :name AND (NOT :on_a_lock OR wait_event_type = 'Lock')"
+    )
+    deadline = time.monotonic() + seconds
+    while True:
+        async with db.engine.connect() as conn:
+            pids = list(
+                await conn.scalars(query, {"name": application_name, "on_a_lock": on_a_lock})
+            )
+        if pids:
+            return pids
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {application_name} backend after {seconds}s")
+        await asyncio.sleep(0.05)
