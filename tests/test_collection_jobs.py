@@ -236,6 +236,31 @@ async def test_the_estimate_follows_elapsed_time_and_progress(session: AsyncSess
     assert abs(quarter.estimated_completion_time - expected) < timedelta(seconds=30)
 
 
+async def test_the_estimate_follows_the_slowest_type_once_every_type_has_begun(
+    session: AsyncSession,
+) -> None:
+    """The job ends with its slowest type: a fast type must not pull the estimate ahead.
+    While a type is still at 0 there is no rate for it, and the mean projects."""
+    job = await running_job(session, collection_types=["news", "disclosure"])
+    started = datetime.now(UTC) - timedelta(minutes=10)
+    await session.execute(
+        update(CollectionJob).where(CollectionJob.id == job.id).values(started_at=started)
+    )
+    one_begun = await jobs.report_progress(session, job.id, "news", 50)
+    # Mean 25 % after ~10 minutes: ~40 minutes after the start.
+    assert one_begun.estimated_completion_time is not None
+    assert abs(one_begun.estimated_completion_time - (started + timedelta(minutes=40))) < (
+        timedelta(seconds=30)
+    )
+    both_begun = await jobs.report_progress(session, job.id, "disclosure", 10)
+    # The slowest, 10 % after ~10 minutes: ~100 minutes after the start (the mean, 30 %,
+    # would say ~33).
+    assert both_begun.estimated_completion_time is not None
+    assert abs(both_begun.estimated_completion_time - (started + timedelta(minutes=100))) < (
+        timedelta(seconds=30)
+    )
+
+
 async def test_a_report_moves_updated_at(session: AsyncSession) -> None:
     job = await running_job(session)
     before = job.updated_at
