@@ -119,7 +119,6 @@ async def _main(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, worker.stop)
-    logging.info("worker %s: collecting %s", worker.name, ", ".join(sorted(collectors)))
     await worker.run()
     return 0
 

@@ -218,11 +218,11 @@ class Worker:
                 )
                 await listener.start()
             log.info(
-                "worker %s started: %s, %d jobs at once, %s",
+                "worker %s started: collects %s; %d jobs at once; %s",
                 self.name,
                 ", ".join(sorted(self.collectors)),
                 s.concurrency,
-                "listening" if s.listen else f"polling every {s.poll_interval:g}s",
+                "listening for new jobs" if s.listen else f"polling every {s.poll_interval:g}s",
             )
             await self._work(engine, worker_id, until_empty)
             await self._shut_down(engine)
