@@ -49,7 +49,7 @@ runtime_only_production_procedure() {
         sleep 3
         kill -TERM "$worker"
         wait "$worker" || { cat "$CI_WORK/worker.log" >&2; return 1; }
-        grep -q "collecting" "$CI_WORK/worker.log"
+        grep -q "started: collects" "$CI_WORK/worker.log"
         "$venv/bin/alembic" downgrade 3f9c1a2b7d10
         "$venv/bin/alembic" current
     )

@@ -90,7 +90,7 @@ async def test_a_worker_runs_from_a_runtime_only_install(
     worker.send_signal(signal.SIGTERM)
     output = worker.communicate(timeout=30)[0]
     assert worker.returncode == 0, output
-    assert "collecting" in output and "Traceback" not in output
+    assert "started: collects" in output and "Traceback" not in output
     metrics = run_tool(
         "-m", "app.worker", "app.worker.demo:COLLECTORS", "--metrics-port", "9400",
         env=env, cwd=tmp_path,
