@@ -172,16 +172,19 @@ class Worker:
     async def run(self, *, until_empty: bool = False) -> None:
         """Work until `stop()` (or, with `until_empty`, until no job is left to claim)."""
         s = self.settings
+        # How long one connection or statement may take before the link counts as dead:
+        # well inside the rescue timeout, so the worker notices before a rescuer acts.
+        link_timeout = max(2.0, s.rescue_timeout / 2)
         engine = create_engine(
             self.url,
             pool_size=s.pool_size,
             max_overflow=0,
             application_name="collection-worker",
-            connect_timeout=max(2.0, s.rescue_timeout / 2),
+            connect_timeout=link_timeout,
             disable_prepared_statements=not s.prepared_statements,
             # A dead link must fail a statement, not hang it: the loop then retries, and a
             # shutdown always finishes.
-            command_timeout=max(2.0, s.rescue_timeout / 2),
+            command_timeout=link_timeout,
             # No ping before every statement: a dead connection fails the statement, and
             # the loop retries it anyway.
             pre_ping=False,
@@ -214,7 +217,7 @@ class Worker:
                     listening_again=self._listening_again,
                     ping_every=s.heartbeat_seconds,
                     ping_timeout=max(1.0, s.rescue_timeout / 4),
-                    connect_timeout=max(2.0, s.rescue_timeout / 2),
+                    connect_timeout=link_timeout,
                 )
                 await listener.start()
             log.info(
@@ -238,7 +241,7 @@ class Worker:
             if listener is not None:
                 await listener.close(give_up_after=s.heartbeat_seconds)
             with contextlib.suppress(*DATABASE_ERRORS):
-                await asyncio.wait_for(engine.dispose(), max(2.0, s.rescue_timeout / 2))
+                await asyncio.wait_for(engine.dispose(), link_timeout)
 
     def _heard(self, channel: str, payload: str) -> None:
         if channel == jobs.JOB_CANCELLED:
@@ -424,7 +427,6 @@ class Worker:
     async def _collect_all(self, job: CollectionJob, run: datetime, reporter: Reporter) -> None:
         bound = asyncio.Semaphore(self.settings.type_concurrency)
         progress = job.progress or {}
-
         unfinished = set(job.collection_types)
 
         async def one(collection_type: str) -> None:

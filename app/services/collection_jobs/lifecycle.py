@@ -148,10 +148,9 @@ _ALL_TYPES_DONE = (
 
 
 def _transition_statement(
-    job_id: uuid.UUID | str, target: JobStatus, run_started_at: datetime | None, **values: Any
+    job_id: uuid.UUID, target: JobStatus, run_started_at: datetime | None, **values: Any
 ) -> Update:
-    job_id = check.identifier(job_id, "job_id")
-    run_started_at = check.optional_aware(run_started_at, "run_started_at")
+    """The UPDATE of `_transition`, for inputs already checked."""
     conditions = [CollectionJob.id == job_id, CollectionJob.status.in_(ALLOWED_FROM[target])]
     if run_started_at is not None:
         conditions.append(CollectionJob.started_at == run_started_at)
@@ -169,6 +168,7 @@ async def _transition(
     """One UPDATE whose WHERE states what must hold; given a run (the `started_at` a claim
     returned), only while that run is the job's current one."""
     job_id = check.identifier(job_id, "job_id")
+    run_started_at = check.optional_aware(run_started_at, "run_started_at")
     statement = (
         _transition_statement(job_id, target, run_started_at, **values)
         .returning(CollectionJob)
@@ -222,7 +222,12 @@ async def complete_job(
 def completion(job_id: uuid.UUID | str, *, run_started_at: datetime) -> Update:
     """`complete_job`'s UPDATE, unexecuted, for a caller that makes it part of one statement
     (the worker ends the job's attempt with it). No row updated: `complete_job` says why."""
-    return _transition_statement(job_id, JobStatus.COMPLETED, run_started_at, **_COMPLETED)
+    return _transition_statement(
+        check.identifier(job_id, "job_id"),
+        JobStatus.COMPLETED,
+        check.optional_aware(run_started_at, "run_started_at"),
+        **_COMPLETED,
+    )
 
 
 async def fail_job(
