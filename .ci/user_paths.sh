@@ -46,8 +46,13 @@ runtime_only_production_procedure() {
         (cd "$CI_WORK" && exec "$venv/bin/python" -m app.worker app.worker.demo:COLLECTORS) \
             >"$CI_WORK/worker.log" 2>&1 &
         worker=$!
-        sleep 3
-        kill -TERM "$worker"
+        # Stopped once it says it has started, however slow the machine.
+        for _ in $(seq 600); do
+            grep -q "started: collects" "$CI_WORK/worker.log" && break
+            kill -0 "$worker" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -TERM "$worker" 2>/dev/null || true
         wait "$worker" || { cat "$CI_WORK/worker.log" >&2; return 1; }
         grep -q "started: collects" "$CI_WORK/worker.log"
         "$venv/bin/alembic" downgrade 3f9c1a2b7d10

@@ -86,11 +86,18 @@ async def test_a_worker_runs_from_a_runtime_only_install(
         stderr=subprocess.STDOUT,
         text=True,
     )
-    await asyncio.sleep(3)
+    assert worker.stdout is not None
+    # Stopped once it says it has started (and installed its signal handlers), however
+    # slow the machine: a fixed sleep would race the start.
+    before = ""
+    while "started: collects" not in before:
+        line = await asyncio.wait_for(asyncio.to_thread(worker.stdout.readline), 60)
+        assert line, f"the worker ended before it started:\n{before}"
+        before += line
     worker.send_signal(signal.SIGTERM)
-    output = worker.communicate(timeout=30)[0]
+    output = before + worker.communicate(timeout=30)[0]
     assert worker.returncode == 0, output
-    assert "started: collects" in output and "Traceback" not in output
+    assert "Traceback" not in output
     metrics = run_tool(
         "-m", "app.worker", "app.worker.demo:COLLECTORS", "--metrics-port", "9400",
         env=env, cwd=tmp_path,
