@@ -12,7 +12,14 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Analyst, CollectionJob, CollectionType, DataCollectionLog, JobStatus
+from app.models import (
+    Analyst,
+    CollectionJob,
+    CollectionJobAttempt,
+    CollectionType,
+    DataCollectionLog,
+    JobStatus,
+)
 from app.services import collection_jobs as jobs
 from app.services.collection_jobs import (
     InvalidTransitionError,
@@ -21,7 +28,7 @@ from app.services.collection_jobs import (
     JobValidationError,
     LogEntry,
 )
-from app.testing.factories import make_analyst, make_job
+from app.testing.factories import make_analyst, make_job, make_worker
 
 NOW = datetime.now(UTC)
 TWO_TYPES = [CollectionType.NEWS, CollectionType.DISCLOSURE]
@@ -31,9 +38,14 @@ async def count(session: AsyncSession, model: type[Any]) -> int:
     return int(await session.scalar(select(func.count()).select_from(model)) or 0)
 
 
+async def start(session: AsyncSession, job_id: uuid.UUID) -> CollectionJob:
+    """The job made running with its attempt, by a new worker."""
+    return (await jobs.start_job(session, job_id, worker_id=await make_worker(session))).job
+
+
 async def running_job(session: AsyncSession, **fields: Any) -> CollectionJob:
     job = await make_job(session, await make_analyst(session), **fields)
-    return await jobs.start_job(session, job.id)
+    return await start(session, job.id)
 
 
 # --- Create ----------------------------------------------------------------------------------
@@ -101,20 +113,28 @@ async def test_a_one_instant_range_is_allowed(session: AsyncSession) -> None:
 
 # --- Status machine --------------------------------------------------------------------------
 
-MOVES = {
-    "start": (jobs.start_job, JobStatus.RUNNING),
+MOVES: dict[str, tuple[Callable[[AsyncSession, uuid.UUID], Awaitable[Any]], JobStatus]] = {
+    "start": (start, JobStatus.RUNNING),
     "complete": (jobs.complete_job, JobStatus.COMPLETED),
     "cancel": (jobs.cancel_job, JobStatus.CANCELLED),
     "fail": (lambda s, i: jobs.fail_job(s, i, "boom"), JobStatus.FAILED),
+    "requeue": (jobs.requeue_job, JobStatus.PENDING),
+    "retry": (jobs.retry_job, JobStatus.PENDING),
 }
 
 
 async def job_in(session: AsyncSession, status: JobStatus) -> CollectionJob:
+    """A job brought to `status` through the service, as a worker and an operator would."""
     job = await make_job(session, await make_analyst(session))
-    if status is not JobStatus.PENDING:
-        await session.execute(
-            update(CollectionJob).where(CollectionJob.id == job.id).values(status=status)
-        )
+    if status is JobStatus.PENDING:
+        return job
+    if status is JobStatus.CANCELLED:
+        return await jobs.cancel_job(session, job.id)
+    await start(session, job.id)
+    if status is JobStatus.COMPLETED:
+        return await jobs.complete_job(session, job.id)
+    if status is JobStatus.FAILED:
+        return await jobs.fail_job(session, job.id, "boom")
     return job
 
 
@@ -127,9 +147,10 @@ async def test_every_transition_is_allowed_or_refused_as_the_state_machine_says(
     job = await job_in(session, source)
     before = (await session.execute(select(CollectionJob.__table__).filter_by(id=job.id))).one()
 
-    if source in jobs.ALLOWED_FROM[target]:
+    if source in jobs.MOVES[move if move != "start" else "claim"].sources:
         moved = await action(session, job.id)
         assert moved.status is target
+        assert source in jobs.ALLOWED_FROM[target]
     else:
         with pytest.raises(InvalidTransitionError, match=f"is {source}; it cannot become {target}"):
             await action(session, job.id)
@@ -139,10 +160,12 @@ async def test_every_transition_is_allowed_or_refused_as_the_state_machine_says(
 
 def test_the_state_machine_is_the_issues() -> None:
     pending, running = JobStatus.PENDING, JobStatus.RUNNING
+    failed, cancelled = JobStatus.FAILED, JobStatus.CANCELLED
     assert {target: set(sources) for target, sources in jobs.ALLOWED_FROM.items()} == {
+        JobStatus.PENDING: {running, failed, cancelled},  # requeue, hand-back, rescue; retry
         JobStatus.RUNNING: {pending},
         JobStatus.COMPLETED: {running},
-        JobStatus.FAILED: {running},
+        JobStatus.FAILED: {pending, running},
         JobStatus.CANCELLED: {pending, running},
     }
 
@@ -151,9 +174,9 @@ async def test_transitions_set_their_times_and_a_completed_job_shows_100(
     session: AsyncSession,
 ) -> None:
     job = await make_job(session, await make_analyst(session))
-    started = await jobs.start_job(session, job.id)
+    started = await start(session, job.id)
     assert started.started_at is not None and started.completed_at is None
-    assert started.started_at == started.updated_at
+    assert started.updated_at <= started.started_at  # each run of a batch claim its own
     await jobs.report_progress(session, job.id, "news", 30)
 
     done = await jobs.complete_job(session, job.id)
@@ -317,12 +340,8 @@ async def test_a_report_from_an_earlier_run_of_a_requeued_job_is_refused(
 ) -> None:
     job = await running_job(session)
     old_run = job.started_at
-    await session.execute(  # requeued ...
-        update(CollectionJob)
-        .where(CollectionJob.id == job.id)
-        .values(status=JobStatus.PENDING, started_at=None)
-    )
-    new_run = (await jobs.start_job(session, job.id)).started_at  # ... and started again
+    await jobs.requeue_job(session, job.id)  # requeued ...
+    new_run = (await start(session, job.id)).started_at  # ... and started again
     assert new_run != old_run
 
     with pytest.raises(JobNotRunningError, match="newer run"):
@@ -336,12 +355,8 @@ async def test_nothing_an_earlier_run_writes_lands_logs_completion_or_failure(
 ) -> None:
     job = await running_job(session)
     old_run = job.started_at
-    await session.execute(  # requeued, and started again by another worker
-        update(CollectionJob)
-        .where(CollectionJob.id == job.id)
-        .values(status=JobStatus.PENDING, started_at=None)
-    )
-    new_run = (await jobs.start_job(session, job.id)).started_at
+    await jobs.requeue_job(session, job.id)  # requeued, and started again by another worker
+    new_run = (await start(session, job.id)).started_at
     entries = log_entries(3)
 
     with pytest.raises(JobNotRunningError, match="newer run"):
@@ -371,13 +386,17 @@ async def test_claim_takes_the_oldest_pending_job_and_starts_it(session: AsyncSe
     oldest = await make_job(session, analyst, created_at=NOW - timedelta(minutes=5))
     await make_job(session, analyst, created_at=NOW - timedelta(minutes=9), status="cancelled")
 
-    first = await jobs.claim_next_job(session)
-    second = await jobs.claim_next_job(session)
+    worker = await make_worker(session)
+    first = await jobs.claim_next_job(session, worker_id=worker)
+    second = await jobs.claim_next_job(session, worker_id=worker)
 
     assert first is not None and second is not None
-    assert (first.id, second.id) == (oldest.id, newer.id)
-    assert first.status is JobStatus.RUNNING and first.started_at is not None
-    assert await jobs.claim_next_job(session) is None
+    assert (first.job.id, second.job.id) == (oldest.id, newer.id)
+    assert first.job.status is JobStatus.RUNNING and first.job.started_at is not None
+    attempt = await session.get_one(CollectionJobAttempt, first.attempt_id)
+    assert (attempt.worker_id, attempt.run_started_at) == (worker, first.job.started_at)
+    assert attempt.ended_at is None  # live: rescued if nobody heartbeats it
+    assert await jobs.claim_next_job(session, worker_id=worker) is None
 
 
 async def make_stalled(session: AsyncSession, idle: timedelta, **fields: Any) -> CollectionJob:
@@ -403,7 +422,7 @@ async def test_stalled_jobs_are_listed_failed_or_requeued(session: AsyncSession)
     assert [job.id for job in requeued] == [stalled.id]
     job = requeued[0]
     assert job.status is JobStatus.PENDING and job.started_at is None
-    assert job.progress == {} and job.overall_progress == "0.0"
+    assert job.progress == {"news": 40.0} and job.overall_progress == "20.0"  # resumed later
     assert job.estimated_completion_time is None
 
     failed = await jobs.fail_stalled_jobs(session, timedelta(minutes=1))
@@ -606,7 +625,7 @@ NAIVE = datetime(2026, 1, 1, 12, 0)
 
 async def test_ids_that_are_not_uuids_are_refused_before_any_sql(session: AsyncSession) -> None:
     calls: list[Callable[[], Awaitable[object]]] = [
-        lambda: jobs.start_job(session, "job-42"),
+        lambda: jobs.start_job(session, "job-42", worker_id=uuid.uuid4()),
         lambda: jobs.cancel_job(session, 42),  # type: ignore[arg-type]
         lambda: jobs.report_progress(session, "job-42", "news", 10),
         lambda: jobs.add_job_logs(session, "x", [LogEntry("news", "success")]),

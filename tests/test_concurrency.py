@@ -147,9 +147,10 @@ async def test_eight_workers_claim_each_of_100_jobs_exactly_once(workers: AsyncE
     async def worker() -> list[uuid.UUID]:
         claimed = []
         async with Worker(workers) as session:
-            while (job := await jobs.claim_next_job(session)) is not None:
+            worker_id = await jobs.register_worker(session, "claimer")
+            while (one := await jobs.claim_next_job(session, worker_id=worker_id)) is not None:
                 await session.commit()
-                claimed.append(job.id)
+                claimed.append(one.job.id)
         return claimed
 
     claims = await asyncio.gather(*(worker() for _ in range(8)))

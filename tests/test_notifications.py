@@ -26,7 +26,7 @@ async def test_created_and_cancelled_jobs_are_announced_at_commit_only(
     engine = create_engine(url, null_pool=True)
     sessions = create_sessionmaker(engine)
     try:
-        for channel in (jobs.JOB_CREATED, jobs.JOB_CANCELLED):
+        for channel in (jobs.JOB_CREATED, jobs.ATTEMPT_STOPPED):
             await listener.add_listener(channel, hear)
         now = datetime.now(UTC)
         new_job: dict[str, Any] = {
@@ -50,9 +50,12 @@ async def test_created_and_cancelled_jobs_are_announced_at_commit_only(
         await asyncio.sleep(0.2)
         assert heard.empty()
 
-        async with session_scope(sessions) as session:
+        async with session_scope(sessions) as session:  # a running job's worker is told
+            worker = await jobs.register_worker(session, "notified")
+            claimed = await jobs.start_job(session, job.id, worker_id=worker)
             await jobs.cancel_job(session, job.id)
-        assert await asyncio.wait_for(heard.get(), 5) == (jobs.JOB_CANCELLED, str(job.id))
+        stopped = (jobs.ATTEMPT_STOPPED, str(claimed.attempt_id))
+        assert await asyncio.wait_for(heard.get(), 5) == stopped
     finally:
         await listener.close()
         await engine.dispose()

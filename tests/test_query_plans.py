@@ -12,7 +12,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import CollectionJob, JobStatus
 from app.services import collection_jobs as jobs
-from app.worker import attempts
 
 ANALYSTS, JOBS, LOGS_PER_JOB = 200, 5000, 10
 
@@ -108,10 +107,11 @@ async def test_an_analysts_jobs_use_the_analyst_id_index(filled: AsyncSession) -
 
 
 async def test_claiming_and_stalled_jobs_use_an_index_on_status(filled: AsyncSession) -> None:
+    worker = await jobs.register_worker(filled, "plans")
     # The claim takes the partial index of pending jobs where it exists (revision
     # 9b2e5f81c4d3), the guide's status index before it.
     assert {"idx_collection_jobs_status", "idx_collection_jobs_pending_created_at"} & (
-        await indexes_used(filled, lambda: jobs.claim_next_job(filled))
+        await indexes_used(filled, lambda: jobs.claim_jobs(filled, worker, ["news"], 1))
     )
     assert "idx_collection_jobs_status" in await indexes_used(
         filled, lambda: jobs.list_stalled_jobs(filled, timedelta(minutes=5))
@@ -145,8 +145,8 @@ async def test_the_workers_claim_reads_a_long_queue_by_its_pending_index(
         )
     )
     await filled.execute(text("ANALYZE collection_jobs"))
-    worker = await attempts.register_worker(await filled.connection(), "plans")
-    used = await indexes_used(filled, lambda: attempts.claim(filled, worker, ["news"], 8))
+    worker = await jobs.register_worker(filled, "plans")
+    used = await indexes_used(filled, lambda: jobs.claim_jobs(filled, worker, ["news"], 8))
     assert "idx_collection_jobs_pending_created_at" in used
 
 

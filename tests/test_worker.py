@@ -11,13 +11,13 @@ import os
 import signal
 import subprocess
 import time
+import uuid
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, text
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.engine import create_engine, session_scope
 from app.db.reset import init_db
@@ -30,8 +30,9 @@ from app.models import (
 )
 from app.services import collection_jobs as jobs
 from app.testing.worker import run_jobs
-from app.worker import Worker, WorkerSettings, attempts
+from app.worker import Worker, WorkerSettings
 from app.worker.collectors import Collectors
+from app.worker.job import StuckAction
 from tests.helpers.password_server import restartable_server
 from tests.helpers.proxy import proxy_to
 from tests.helpers.tools import assert_one_line_error, run_tool
@@ -45,11 +46,19 @@ from tests.helpers.workers import (
     working,
 )
 from tests.test_concurrency import pgbouncer_url  # noqa: F401 - the fixture, shared
-from tests.worker_collectors import BROKEN, FOREVER, STEADY
+from tests.worker_collectors import BROKEN, FOREVER, STEADY, STOPPED_AT
 
 
 async def run_until_empty(db: Database, collectors: Collectors) -> None:
     await run_jobs(db.url, collectors, FAST)
+
+
+async def rescue_now(db: Database) -> list[uuid.UUID]:
+    """The service's rescue, as a worker's upkeep runs it, taking any attempt that is not
+    heartbeating right now (its worker is gone)."""
+    async with db.engine.connect() as conn:
+        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        return await jobs.rescue(conn, 0.0, 3)
 
 
 async def test_jobs_run_to_completion_with_progress_logs_and_their_attempt(db: Database) -> None:
@@ -104,15 +113,15 @@ async def test_completion_and_its_attempts_end_are_one_fenced_statement(db: Data
     [job_id] = await db.new_jobs(1, ["news", "disclosure"])
     async with db.engine.connect() as conn:
         conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-        worker = await attempts.register_worker(conn, "test")
-        [claimed] = await attempts.claim(AsyncSession(bind=conn), worker, ["news", "disclosure"], 8)
-        run = claimed.job.started_at
-        assert run is not None
-        stale = run - timedelta(seconds=1)
-        assert await attempts.complete(conn, job_id, stale, claimed.attempt_id) is None
+        worker = await jobs.register_worker(conn, "test")
+        [claimed] = await jobs.claim_jobs(conn, worker, ["news", "disclosure"], 8)
+        run = claimed.run
+        stale = replace(run, started_at=run.started_at - timedelta(seconds=1))
+        with pytest.raises(jobs.JobNotRunningError, match="newer run"):
+            await jobs.complete_run(conn, stale)
         assert (await db.job(job_id)).status is JobStatus.RUNNING
         assert [a.ended_at for a in await db.attempts(job_id)] == [None]  # still live
-        finished = await attempts.complete(conn, job_id, run, claimed.attempt_id)
+        finished = await jobs.complete_run(conn, run)
     job = await db.job(job_id)
     assert job.status is JobStatus.COMPLETED and job.completed_at == finished
     assert job.progress == {"news": 100, "disclosure": 100} and job.overall_progress == "100.0"
@@ -240,12 +249,11 @@ async def test_a_cancel_reaches_the_running_collector_at_once(db: Database) -> N
             await jobs.cancel_job(session, job_id)
         cancelled_at = time.monotonic()
         for _ in range(100):
-            outcomes = [a.outcome for a in await db.attempts(job_id)]
-            if outcomes == ["cancelled"]:
+            if job_id in STOPPED_AT:
                 break
             await asyncio.sleep(0.02)
-        assert outcomes == ["cancelled"]
-        assert time.monotonic() - cancelled_at < 1.0  # not at the next heartbeat or poll
+        assert STOPPED_AT[job_id] - cancelled_at < 1.0  # not at the next heartbeat or poll
+        assert [a.outcome for a in await db.attempts(job_id)] == ["cancelled"]
 
 
 async def test_a_job_whose_worker_is_gone_is_rescued_once_and_resumes_its_progress(
@@ -253,21 +261,13 @@ async def test_a_job_whose_worker_is_gone_is_rescued_once_and_resumes_its_progre
 ) -> None:
     [job_id] = await db.new_jobs(1, ["news", "disclosure"])
     async with session_scope(db.sessions) as session:  # a worker claimed it, then vanished
-        gone = CollectionWorker(name="gone:1")
-        session.add(gone)
-        await session.flush()
-        job = await jobs.claim_next_job(session)
-        assert job is not None and job.started_at is not None
-        session.add(
-            CollectionJobAttempt(
-                collection_job_id=job_id,
-                worker_id=gone.id,
-                run_started_at=job.started_at,
-                heartbeat_at=datetime.now(UTC) - timedelta(minutes=5),
-            )
-        )
-        await jobs.report_progress(session, job_id, "news", 60, run_started_at=job.started_at)
-        old_run = job.started_at
+        gone = await jobs.register_worker(session, "gone:1")
+        claimed = await jobs.claim_next_job(session, worker_id=gone)
+        assert claimed is not None
+        old_run = claimed.run.started_at
+        await jobs.report_progress(session, job_id, "news", 60, run_started_at=old_run)
+    assert await rescue_now(db) == [job_id]
+    assert await rescue_now(db) == []  # once
 
     await run_until_empty(db, STEADY)
 
@@ -290,27 +290,25 @@ async def test_a_job_whose_worker_is_gone_is_rescued_once_and_resumes_its_progre
 
 async def test_after_the_last_allowed_loss_the_job_fails_saying_so(db: Database) -> None:
     [job_id] = await db.new_jobs(1, ["news"])
-    async with session_scope(db.sessions) as session:
-        gone = CollectionWorker(name="gone:2")
-        session.add(gone)
-        await session.flush()
-        job = await jobs.claim_next_job(session)
-        assert job is not None and job.started_at is not None
-        long_ago = datetime.now(UTC) - timedelta(minutes=5)
-        for ended in (long_ago, long_ago, None):  # two lost before, the live one lost now
-            session.add(
-                CollectionJobAttempt(
-                    collection_job_id=job_id,
-                    worker_id=gone.id,
-                    run_started_at=job.started_at if ended is None else long_ago,
-                    heartbeat_at=long_ago,
-                    ended_at=ended,
-                    outcome=None if ended is None else "lost",
-                )
-            )
-    settings = WorkerSettings(poll_interval=0.2, heartbeat_seconds=0.3, max_lost_attempts=3)
-    await asyncio.wait_for(Worker(db.url, STEADY, settings).run(until_empty=True), 60)
+    for _ in range(2):  # lost twice before
+        async with session_scope(db.sessions) as session:
+            gone = await jobs.register_worker(session, "gone:2")
+            assert await jobs.claim_next_job(session, worker_id=gone) is not None
+        assert await rescue_now(db) == [job_id]
+        assert (await db.job(job_id)).status is JobStatus.PENDING
+    async with session_scope(db.sessions) as session:  # and now the third time
+        gone = await jobs.register_worker(session, "gone:2")
+        assert await jobs.claim_next_job(session, worker_id=gone) is not None
+    settings = WorkerSettings(
+        poll_interval=0.2, heartbeat_seconds=0.3, rescue_timeout=0.9, max_lost_attempts=3
+    )
+    async with working(Worker(db.url, STEADY, settings)):
+        for _ in range(100):
+            if (await db.job(job_id)).status is not JobStatus.RUNNING:
+                break
+            await asyncio.sleep(0.05)
     job = await db.job(job_id)
+    assert [a.outcome for a in await db.attempts(job_id)] == ["lost"] * 3
     assert job.status is JobStatus.FAILED
     assert job.error_message is not None
     assert job.error_message.startswith("the worker stopped answering 3 times")
@@ -528,7 +526,8 @@ async def test_a_job_stuck_while_its_worker_lives_is_told_apart_and_handled(
     """Heartbeats, but no progress for `stuck_after`: not rescued as lost; failed saying
     so, or handed back with its progress, as configured."""
     [job_id] = await db.new_jobs(1, ["news"])
-    worker = Worker(db.url, FOREVER, replace(FAST, stuck_after=1.0, stuck_action=action))
+    settings = replace(FAST, stuck_after=1.0, stuck_action=StuckAction(action))
+    worker = Worker(db.url, FOREVER, settings)
     async with working(worker):
         for _ in range(200):
             outcomes = [a.outcome for a in await db.attempts(job_id)]

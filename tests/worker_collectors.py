@@ -26,10 +26,18 @@ async def steady(ctx: CollectorContext) -> None:
         await ctx.log("success", records_collected=step)
 
 
+STOPPED_AT: dict[object, float] = {}
+"""In-process tests: job id -> when its `forever` collector was cancelled (monotonic)."""
+
+
 async def forever(ctx: CollectorContext) -> None:
     await ctx.report(5)
-    while True:
-        await asyncio.sleep(3600)
+    try:
+        while True:
+            await asyncio.sleep(3600)
+    except asyncio.CancelledError:
+        STOPPED_AT[ctx.job.id] = time.monotonic()
+        raise
 
 
 async def broken(ctx: CollectorContext) -> None:

@@ -4,11 +4,12 @@ from app.models.analyst import Analyst
 from app.models.base import Base
 from app.models.collection_job import CollectionJob
 from app.models.data_collection_log import DataCollectionLog
-from app.models.enums import CollectionType, JobStatus, LogStatus
+from app.models.enums import AttemptOutcome, CollectionType, JobStatus, LogStatus
 from app.models.worker import CollectionJobAttempt, CollectionWorker
 
 __all__ = [
     "Analyst",
+    "AttemptOutcome",
     "Base",
     "CollectionJob",
     "CollectionJobAttempt",

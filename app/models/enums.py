@@ -18,6 +18,22 @@ class JobStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
+class AttemptOutcome(StrEnum):
+    """How one run of a job (an attempt) ended."""
+
+    COMPLETED = "completed"
+    """Its job completed."""
+    FAILED = "failed"
+    """Its job failed: a collector's final error, a bug, or an operator's `fail`."""
+    CANCELLED = "cancelled"
+    """Its job was cancelled."""
+    RELEASED = "released"
+    """Handed back with its progress (shutdown, a cut-off worker, an operator's requeue):
+    not counted as lost."""
+    LOST = "lost"
+    """Its heartbeats stopped; the rescue requeued the job (or failed it at the cap)."""
+
+
 class LogStatus(StrEnum):
     SUCCESS = "success"
     PARTIAL = "partial"

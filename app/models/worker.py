@@ -12,11 +12,7 @@ from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import TIMESTAMPTZ, Base, UUIDPrimaryKey
-
-ATTEMPT_OUTCOMES = ("completed", "failed", "cancelled", "released", "lost")
-"""How an attempt ended: its job completed, failed or was cancelled; the worker handed it
-back on shutdown (progress kept, not counted as lost); or it was rescued after its
-heartbeats stopped."""
+from app.models.enums import AttemptOutcome, StrEnumType
 
 
 class CollectionWorker(UUIDPrimaryKey, Base):
@@ -55,4 +51,4 @@ class CollectionJobAttempt(UUIDPrimaryKey, Base):
     """The job's `started_at` for this run: what every write of the run is fenced to."""
     heartbeat_at: Mapped[datetime] = mapped_column(TIMESTAMPTZ, server_default=text("now()"))
     ended_at: Mapped[datetime | None] = mapped_column(TIMESTAMPTZ)
-    outcome: Mapped[str | None] = mapped_column(String(20))
+    outcome: Mapped[AttemptOutcome | None] = mapped_column(StrEnumType(AttemptOutcome, 20))

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Analyst, CollectionJob, CollectionType, DataCollectionLog, LogStatus
-from app.services.collection_jobs import create_job, start_job
+from app.services.collection_jobs import Claimed, create_job, register_worker, start_job
 
 
 async def make_analyst(session: AsyncSession, **fields: Any) -> Analyst:
@@ -54,10 +54,16 @@ async def make_log(
     return log
 
 
-async def make_running_job(
+async def make_worker(session: AsyncSession, name: str = "test worker") -> uuid.UUID:
+    """A registered worker process (the service's `register_worker`), to start jobs with."""
+    return await register_worker(session, name)
+
+
+async def make_claimed_job(
     session: AsyncSession, collection_types: list[CollectionType]
-) -> CollectionJob:
-    """A new analyst's job made through the service and started (flushed, not committed)."""
+) -> Claimed:
+    """A new analyst's job made through the service and started with its attempt by a new
+    worker, as the runtime's claim does (flushed, not committed)."""
     analyst = await make_analyst(session)
     now = datetime.now(UTC)
     job = await create_job(
@@ -67,4 +73,11 @@ async def make_running_job(
         start_date=now - timedelta(days=1),
         end_date=now,
     )
-    return await start_job(session, job.id)
+    return await start_job(session, job.id, worker_id=await make_worker(session))
+
+
+async def make_running_job(
+    session: AsyncSession, collection_types: list[CollectionType]
+) -> CollectionJob:
+    """`make_claimed_job`'s job: running, with a live attempt (flushed, not committed)."""
+    return (await make_claimed_job(session, collection_types)).job

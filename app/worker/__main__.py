@@ -21,6 +21,7 @@ from app.db.errors import ConfigurationError
 from app.db.settings import load_settings
 from app.db.urls import parse_database_url
 from app.worker.collectors import CollectorLoadError, load_collectors
+from app.worker.job import StuckAction
 from app.worker.metrics import NO_METRICS, serve
 from app.worker.runtime import Worker, WorkerSettings
 
@@ -67,7 +68,8 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--stuck-action",
-        choices=["log", "fail", "requeue"],
+        type=StuckAction,
+        choices=list(StuckAction),
         default=defaults.stuck_action,
         help="what to do with a stuck job (default: log it)",
     )

@@ -20,20 +20,10 @@ import asyncpg
 from sqlalchemy.engine import URL
 
 from app.db.engine import connect
-from app.db.errors import first_line
+from app.db.faults import describe, is_outage
+from app.services import collection_jobs as jobs
 
 log = logging.getLogger(__name__)
-
-HEARTBEAT_SQL = """
-WITH worker AS (
-    UPDATE collection_workers SET heartbeat_at = now() WHERE id = $1 RETURNING id
-)
-UPDATE collection_job_attempts a SET heartbeat_at = now()
-FROM collection_jobs j
-WHERE a.id = ANY($2::uuid[]) AND a.ended_at IS NULL
-  AND j.id = a.collection_job_id AND j.status = 'running' AND j.started_at = a.run_started_at
-RETURNING a.id
-"""
 
 
 class Heartbeat(threading.Thread):
@@ -58,6 +48,20 @@ class Heartbeat(threading.Thread):
         # A slow beat is still a beat: wait for one up to a third of the time this worker
         # may go without, so that a loaded server does not make a living worker stop.
         self._patience = max(cut_off_after / 3, 0.1)
+        self._last_beat = time.monotonic()
+        self._linked_since = float("-inf")  # it just registered: linked, no outage to undo
+
+    def silent_for(self) -> float:
+        """Seconds since the last beat that reached the database."""
+        return time.monotonic() - self._last_beat
+
+    def linked_for(self) -> float:
+        """Seconds this worker has beaten without a miss (0 while it misses): a rescuer
+        judges other workers' silence only over a span it was itself connected for, since
+        after an outage every living worker needs a beat or two to be heard again."""
+        if self.silent_for() > 2 * self._interval:
+            return 0.0
+        return time.monotonic() - self._linked_since
 
     def stop(self) -> None:
         self._stopping.set()
@@ -67,7 +71,6 @@ class Heartbeat(threading.Thread):
 
     async def _beat(self) -> None:
         conn: asyncpg.Connection | None = None
-        last_beat = time.monotonic()
         cut = False
         while not self._stopping.wait(self._interval):
             try:
@@ -76,20 +79,24 @@ class Heartbeat(threading.Thread):
                         self._url, connect_timeout=self._patience, statement_cache_size=0
                     )
                 attempts = self._live()
-                current = await conn.fetch(
-                    HEARTBEAT_SQL, self._worker_id, attempts, timeout=self._patience
-                )
-                last_beat, cut = time.monotonic(), False
-                gone = set(attempts) - {row[0] for row in current}
+                async with asyncio.timeout(self._patience):
+                    current = await jobs.heartbeat(conn, self._worker_id, attempts)
+                if self.silent_for() > 2 * self._interval:
+                    self._linked_since = time.monotonic()  # linked again after a miss
+                self._last_beat, cut = time.monotonic(), False
+                gone = set(attempts) - current
                 if gone:
                     self._superseded(gone)
             except Exception as exc:  # whatever failed, reconnect at the next beat
                 if conn is not None:
                     conn.terminate()
                     conn = None
-                silent_for = time.monotonic() - last_beat
-                why = first_line(exc)
-                log.warning("heartbeat failed (%.1fs without one): %s", silent_for, why)
+                silent_for = self.silent_for()
+                why = describe(exc)
+                if is_outage(exc):
+                    log.warning("heartbeat failed (%.1fs without one): %s", silent_for, why)
+                else:  # ours: as loud as a bug is, and the worker still stops when cut off
+                    log.error("bug: the heartbeat failed: %s", why)
                 if silent_for >= self._cut_off_after and not cut:
                     cut = True
                     self._cut_off()

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from app.db.errors import ConfigurationError
+from app.models import AttemptOutcome
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -31,7 +32,7 @@ class Observer:
     def claimed(self, waited_seconds: float) -> None:
         """A job claimed, `waited_seconds` after it became pending."""
 
-    def ended(self, outcome: str) -> None:
+    def ended(self, outcome: AttemptOutcome) -> None:
         """completed, failed, cancelled, requeued (handed back) or superseded."""
 
     def rescued(self, count: int) -> None:
@@ -76,13 +77,26 @@ class PrometheusMetrics(Observer):
 
         self._claimed = counter("claimed", "Jobs claimed by this process.")
         self._ended = {
-            outcome: counter(outcome, doc)
-            for outcome, doc in {
-                "completed": "Jobs this process completed.",
-                "failed": "Jobs this process failed (a type failed for good, or stuck).",
-                "cancelled": "Jobs cancelled while this process ran them.",
-                "requeued": "Jobs this process handed back, progress kept (shutdown, stuck).",
-            }.items()
+            outcome: counter(name, doc)
+            for outcome, name, doc in (
+                (AttemptOutcome.COMPLETED, "completed", "Jobs this process completed."),
+                (
+                    AttemptOutcome.FAILED,
+                    "failed",
+                    "Jobs this process ran that failed (a type failed for good, a bug, stuck).",
+                ),
+                (
+                    AttemptOutcome.CANCELLED,
+                    "cancelled",
+                    "Jobs cancelled while this process ran them.",
+                ),
+                (
+                    AttemptOutcome.RELEASED,
+                    "requeued",
+                    "Jobs this process ran that went back to the queue with their progress "
+                    "(shutdown, cut off, stuck, an operator's requeue).",
+                ),
+            )
         }
         self._rescued = counter("rescued", "Jobs of a gone worker that this process rescued.")
         fast = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -129,7 +143,7 @@ class PrometheusMetrics(Observer):
         self._claimed.inc()
         self._pickup.observe(max(0.0, waited_seconds))
 
-    def ended(self, outcome: str) -> None:
+    def ended(self, outcome: AttemptOutcome) -> None:
         if outcome in self._ended:
             self._ended[outcome].inc()
 

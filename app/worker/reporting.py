@@ -7,14 +7,21 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
+from typing import Protocol, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from app.db.engine import autocommit
 from app.services import collection_jobs as jobs
 from app.worker.metrics import ESTIMATE_POINTS, NO_METRICS, Observer
+
+T = TypeVar("T")
+
+
+class Sender(Protocol):
+    """Sends one of the service's calls on a connection, waiting out an outage."""
+
+    async def send(self, what: str, call: Callable[[jobs.Executor], Awaitable[T]]) -> T: ...
+
 
 log = logging.getLogger("app.worker.runtime")
 
@@ -24,13 +31,12 @@ class Reporter:
 
     def __init__(
         self,
-        engine: AsyncEngine,
-        job_id: uuid.UUID,
-        run: datetime,
+        sender: Sender,
+        run: jobs.Run,
         progressed: Callable[[uuid.UUID], None],
         observer: Observer = NO_METRICS,
     ) -> None:
-        self._engine, self._job_id, self._run = engine, job_id, run
+        self._sender, self._job_id, self._run = sender, run.job_id, run.started_at
         self._progressed, self._observer = progressed, observer
         self._quarter = 0
         self.estimates: dict[int, datetime] = {}
@@ -39,10 +45,12 @@ class Reporter:
 
     async def report(self, collection_type: str, percent: float) -> None:
         began = time.perf_counter()
-        async with autocommit(self._engine) as conn:
-            report = await jobs.report_progress(
+        report = await self._sender.send(
+            "record progress",
+            lambda conn: jobs.report_progress(
                 conn, self._job_id, collection_type, percent, run_started_at=self._run
-            )
+            ),
+        )
         self._observer.reported(time.perf_counter() - began)
         self._progressed(self._job_id)
         finish = report.estimated_completion_time
@@ -64,5 +72,7 @@ class Reporter:
         return {p: abs((at - finished).total_seconds()) for p, at in self.estimates.items()}
 
     async def log(self, collection_type: str, entry: jobs.LogEntry) -> None:
-        async with autocommit(self._engine) as conn:
-            await jobs.add_job_logs(conn, self._job_id, [entry], run_started_at=self._run)
+        await self._sender.send(
+            "write a log",
+            lambda conn: jobs.add_job_logs(conn, self._job_id, [entry], run_started_at=self._run),
+        )

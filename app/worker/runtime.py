@@ -13,32 +13,29 @@ import logging
 import os
 import random
 import socket
-import time
 import uuid
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.db.engine import autocommit, create_engine, create_sessionmaker, session_scope
-from app.db.errors import DatabaseSetupError, first_line
-from app.models import CollectionJob
+from app.db.engine import autocommit, create_engine
+from app.db.errors import DatabaseSetupError
+from app.db.faults import describe, is_outage
 from app.services import collection_jobs as jobs
-from app.worker import attempts
-from app.worker.collectors import CollectorContext, Collectors, FinalError
+from app.worker.collectors import Collectors
 from app.worker.heartbeat import Heartbeat
+from app.worker.job import JobRun, StatementBug, StopReason, StuckAction
 from app.worker.listening import Listener
 from app.worker.metrics import NO_METRICS, Observer
-from app.worker.reporting import Reporter
 
 log = logging.getLogger(__name__)
 
-DATABASE_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, DBAPIError, DatabaseSetupError)
-"""What a lost or refusing database raises: retried, never a crash."""
+
+class WorkerBugError(DatabaseSetupError):
+    """A statement of the worker's own loop failed in a way no retry mends (a bug): the
+    worker handed its jobs back and stopped; the command exits 1 with this line."""
 
 
 @dataclass(frozen=True)
@@ -66,7 +63,7 @@ class WorkerSettings:
     stuck_after: float = 600.0
     """A running job with no progress for this long, while its worker lives, is stuck:
     logged once, and failed or handed back if `stuck_action` says so."""
-    stuck_action: str = "log"
+    stuck_action: StuckAction = StuckAction.LOG
     """`log`, `fail` (the job fails saying so) or `requeue` (handed back, progress kept)."""
     pool_size: int = 5
     """Connections this process holds for claims, reports and ends (the heartbeat and
@@ -76,21 +73,12 @@ class WorkerSettings:
     """False behind PgBouncer in transaction mode (DB_DISABLE_PREPARED_STATEMENTS)."""
 
 
-class _TypeFailed(Exception):
-    def __init__(self, collection_type: str, cause: BaseException) -> None:
-        detail = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
-        super().__init__(f"{collection_type}: {detail}")
-
-
 @dataclass
 class _Running:
-    job_id: uuid.UUID
-    run: datetime
+    job: JobRun
     task: asyncio.Task[None]
     last_progress: float
     """When it last reported (the event loop's clock), to tell a stuck job."""
-    reason: str | None = field(default=None)
-    """Why it was stopped from outside: cancelled, superseded, cut off, shutdown, stuck."""
     flagged_stuck: bool = False
 
 
@@ -117,7 +105,8 @@ class Worker:
         alone does not send a claim to a queue known to be empty."""
         self._stopping = False
         self._hurry = False
-        self._next_rescue = 0.0
+        self._heartbeat: Heartbeat | None = None
+        self._bug: StatementBug | None = None
         self.metrics = metrics
 
     # --- control -------------------------------------------------------------------------
@@ -128,17 +117,23 @@ class Worker:
         self._stopping = True
         self._wake.set()
 
-    def _stop_attempts(self, attempt_ids: set[uuid.UUID], reason: str) -> None:
+    def giving_up(self) -> bool:
+        """Whether a job's write should stop waiting for the database: only a worker that
+        is shutting down gives up, at a second signal or past the rescue timeout without a
+        heartbeat (its jobs are the rescue's then)."""
+        silent = 0.0 if self._heartbeat is None else self._heartbeat.silent_for()
+        return self._hurry or (self._stopping and silent >= self.settings.rescue_timeout)
+
+    def _stop_attempts(self, attempt_ids: set[uuid.UUID], reason: StopReason) -> None:
         for attempt_id in attempt_ids:
             running = self._running.get(attempt_id)
-            if running is not None and running.reason is None:
-                running.reason = reason
+            if running is not None and running.job.stop(reason):
                 running.task.cancel()
 
     def _progressed(self, job_id: uuid.UUID) -> None:
         now = asyncio.get_running_loop().time()
         for running in self._running.values():
-            if running.job_id == job_id:
+            if running.job.job.id == job_id:
                 running.last_progress, running.flagged_stuck = now, False
 
     def _check_stuck(self) -> None:
@@ -153,24 +148,26 @@ class Worker:
             running.flagged_stuck = True
             log.warning(
                 "job %s: no progress for %.0fs while its worker is alive (%s)",
-                running.job_id,
+                running.job.job.id,
                 silent,
-                {"log": "left running", "fail": "failing it", "requeue": "handing it back"}.get(
-                    s.stuck_action, s.stuck_action
-                ),
+                {
+                    StuckAction.LOG: "left running",
+                    StuckAction.FAIL: "failing it",
+                    StuckAction.REQUEUE: "handing it back",
+                }[s.stuck_action],
             )
-            if s.stuck_action in ("fail", "requeue"):
-                self._stop_attempts({attempt_id}, f"stuck:{s.stuck_action}:{silent:.0f}")
-
-    def _cancelled(self, job_id: uuid.UUID) -> None:
-        self._stop_attempts(
-            {a for a, r in self._running.items() if r.job_id == job_id}, "cancelled"
-        )
+            running.job.silent_for = silent
+            if s.stuck_action is StuckAction.FAIL:
+                self._stop_attempts({attempt_id}, StopReason.STUCK_FAIL)
+            elif s.stuck_action is StuckAction.REQUEUE:
+                self._stop_attempts({attempt_id}, StopReason.STUCK_REQUEUE)
 
     # --- the loop ------------------------------------------------------------------------
 
     async def run(self, *, until_empty: bool = False) -> None:
-        """Work until `stop()` (or, with `until_empty`, until no job is left to claim)."""
+        """Work until `stop()` (or, with `until_empty`, until no job is left to claim).
+        Raises `WorkerBugError` when a statement of its own loop failed for a bug (after
+        handing its jobs back)."""
         s = self.settings
         # How long one connection or statement may take before the link counts as dead:
         # well inside the rescue timeout, so the worker notices before a rescuer acts.
@@ -191,28 +188,28 @@ class Worker:
         )
         loop = asyncio.get_running_loop()
         listener: Listener | None = None
-        heartbeat: Heartbeat | None = None
+        upkeep: asyncio.Task[None] | None = None
         try:
             async with autocommit(engine) as conn:
-                worker_id = await attempts.register_worker(conn, self.name)
-            heartbeat = Heartbeat(
+                worker_id = await jobs.register_worker(conn, self.name)
+            self._heartbeat = Heartbeat(
                 self.url,
                 worker_id,
                 interval=s.heartbeat_seconds,
                 cut_off_after=s.rescue_timeout / 2,
                 live=lambda: list(self._running),
                 superseded=lambda gone: loop.call_soon_threadsafe(
-                    self._stop_attempts, gone, "superseded"
+                    self._stop_attempts, gone, StopReason.STOPPED_FROM_OUTSIDE
                 ),
                 cut_off=lambda: loop.call_soon_threadsafe(
-                    self._stop_attempts, set(self._running), "cut off"
+                    self._stop_attempts, set(self._running), StopReason.CUT_OFF
                 ),
             )
-            heartbeat.start()
+            self._heartbeat.start()
             if s.listen:
                 listener = Listener(
                     s.listen_url or self.url,
-                    [jobs.JOB_CREATED, jobs.JOB_CANCELLED],
+                    [jobs.JOB_CREATED, jobs.ATTEMPT_STOPPED],
                     self._heard,
                     listening_again=self._listening_again,
                     ping_every=s.heartbeat_seconds,
@@ -227,26 +224,33 @@ class Worker:
                 s.concurrency,
                 "listening for new jobs" if s.listen else f"polling every {s.poll_interval:g}s",
             )
+            upkeep = asyncio.create_task(self._upkeep(engine))
             await self._work(engine, worker_id, until_empty)
-            await self._shut_down(engine)
+            await self._shut_down()
             try:
                 async with autocommit(engine) as conn:
-                    await attempts.worker_stopped(conn, worker_id)
-            except DATABASE_ERRORS as exc:
-                log.warning("could not record this worker's stop (%s)", first_line(exc))
+                    await jobs.worker_stopped(conn, worker_id)
+            except Exception as exc:
+                log.warning("could not record this worker's stop (%s)", describe(exc))
         finally:
-            if heartbeat is not None:
-                heartbeat.stop()
+            if upkeep is not None:
+                upkeep.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await upkeep
+            if self._heartbeat is not None:
+                self._heartbeat.stop()
             # Closing politely waits for the server: over a dead link, give up after a while.
             if listener is not None:
                 await listener.close(give_up_after=s.heartbeat_seconds)
-            with contextlib.suppress(*DATABASE_ERRORS):
+            with contextlib.suppress(Exception):
                 await asyncio.wait_for(engine.dispose(), link_timeout)
+        if self._bug is not None:
+            raise WorkerBugError(str(self._bug))
 
     def _heard(self, channel: str, payload: str) -> None:
-        if channel == jobs.JOB_CANCELLED:
+        if channel == jobs.ATTEMPT_STOPPED:
             with contextlib.suppress(ValueError):
-                self._cancelled(uuid.UUID(payload))
+                self._stop_attempts({uuid.UUID(payload)}, StopReason.STOPPED_FROM_OUTSIDE)
         else:
             self._wake.set()
 
@@ -255,20 +259,60 @@ class Worker:
         self._wanted = True
         self._wake.set()
 
+    async def _upkeep(self, engine: AsyncEngine) -> None:
+        """Every heartbeat interval: rescue the jobs of gone workers (once this worker has
+        itself been linked for a rescue timeout: after an outage, the living are given
+        time to be heard), check its own jobs for being stuck, and read the queue for the
+        metrics. An outage skips a round; a bug is logged loudly, never mistaken for one."""
+        s = self.settings
+        failing = False
+        while True:
+            try:
+                linked = self._heartbeat is not None and (
+                    self._heartbeat.linked_for() >= s.rescue_timeout
+                )
+                async with autocommit(engine) as conn:
+                    rescued = (
+                        await jobs.rescue(conn, s.rescue_timeout, s.max_lost_attempts)
+                        if linked
+                        else []
+                    )
+                    queue = await jobs.queue_state(conn) if self.metrics.wants_queue else None
+                if queue is not None:
+                    self.metrics.queue(*queue)
+                failing = False
+                if rescued:
+                    self._wanted = True
+                    self._wake.set()
+                    self.metrics.rescued(len(rescued))
+                    log.warning("rescued %d job(s) whose worker stopped answering", len(rescued))
+            except Exception as exc:
+                if is_outage(exc):
+                    if not failing:
+                        log.warning("rescue skipped: database unreachable (%s)", describe(exc))
+                    failing = True
+                else:
+                    log.error("bug: the rescue failed: %s", describe(exc))
+            self._check_stuck()
+            await asyncio.sleep(s.heartbeat_seconds)
+
     async def _work(self, engine: AsyncEngine, worker_id: uuid.UUID, until_empty: bool) -> None:
-        """Claim and wait, until stopped; a lost database is retried with backoff, one line
-        each time, never a crash."""
+        """Claim and wait, until stopped. An outage is retried with backoff, one line each
+        time, never a crash; a bug stops the worker (its jobs handed back) loudly."""
         backoff = 0.0
         while not self._stopping:
             try:
                 if await self._claim_and_wait(engine, worker_id, until_empty):
                     return
                 backoff = 0.0
-            except DATABASE_ERRORS as exc:
+            except Exception as exc:
+                if not is_outage(exc):
+                    self._bug = StatementBug("claim jobs", exc)
+                    log.error("%s; stopping this worker", self._bug)
+                    self._stopping = True
+                    return
                 backoff = min(max(backoff * 2, 0.5), 10.0)
-                log.warning(
-                    "database unreachable (%s); retrying in %.1fs", first_line(exc), backoff
-                )
+                log.warning("database unreachable (%s); retrying in %.1fs", describe(exc), backoff)
                 # A stop() (or a notification: the database is back) ends the wait; never
                 # cleared here, so one that came during the failed round is not lost.
                 with contextlib.suppress(TimeoutError):
@@ -277,31 +321,18 @@ class Worker:
     async def _claim_and_wait(
         self, engine: AsyncEngine, worker_id: uuid.UUID, until_empty: bool
     ) -> bool:
-        """One round: rescue when due, claim up to the concurrency, wait for a wake-up, a
-        finished job or the poll interval. True when `until_empty` and nothing is left."""
+        """One round: claim up to the concurrency, wait for a wake-up, a finished job or
+        the poll interval. True when `until_empty` and nothing is left."""
         s = self.settings
-        loop = asyncio.get_running_loop()
         # Cleared before the round's statements, never after: a stop() or notification that
         # comes while one is in flight is still set when the round waits.
         self._wake.clear()
-        if loop.time() >= self._next_rescue:
-            async with autocommit(engine) as conn:
-                rescued = await attempts.rescue(conn, s.rescue_timeout, s.max_lost_attempts)
-                queue = await attempts.queue_state(conn) if self.metrics.wants_queue else None
-            if queue is not None:
-                self.metrics.queue(*queue)
-            if rescued:
-                self._wanted = True
-                self.metrics.rescued(len(rescued))
-                log.warning("rescued %d job(s) whose worker stopped answering", len(rescued))
-            self._next_rescue = loop.time() + s.heartbeat_seconds
-        self._check_stuck()
         claimed_any = False
         while self._wanted and len(self._running) < s.concurrency and not self._stopping:
             free = s.concurrency - len(self._running)
-            async with autocommit(engine) as conn, AsyncSession(bind=conn) as session:
+            async with autocommit(engine) as conn:
                 # One statement, its own transaction: the jobs claimed, as they are now.
-                claimed = await attempts.claim(session, worker_id, sorted(self.collectors), free)
+                claimed = await jobs.claim_jobs(conn, worker_id, sorted(self.collectors), free)
             for one in claimed:
                 self.metrics.claimed(one.waited)
                 self._start(engine, one)
@@ -326,9 +357,8 @@ class Worker:
         self.metrics.running(len(self._running))
         return False
 
-    def _start(self, engine: AsyncEngine, claimed: attempts.Claimed) -> None:
+    def _start(self, engine: AsyncEngine, claimed: jobs.Claimed) -> None:
         job = claimed.job
-        assert job.started_at is not None
         log.info(
             "job %s: %s, %s to %s%s",
             job.id,
@@ -337,15 +367,15 @@ class Worker:
             f"{job.end_date:%Y-%m-%d}",
             f" (resuming at {job.overall_progress}%)" if job.progress else "",
         )
-        task = asyncio.create_task(self._run_job(engine, claimed.attempt_id, job))
+        run = JobRun(self, engine, claimed)
+        task = asyncio.create_task(run.run())
         now = asyncio.get_running_loop().time()
-        self._running[claimed.attempt_id] = _Running(job.id, job.started_at, task, now)
+        self._running[claimed.attempt_id] = _Running(run, task, now)
         task.add_done_callback(lambda _t: self._running.pop(claimed.attempt_id, None))
 
-    async def _shut_down(self, engine: AsyncEngine) -> None:
+    async def _shut_down(self) -> None:
         """Let running jobs finish within the grace period, then hand them back."""
-        tasks = [r.task for r in self._running.values()]
-        if tasks and not self._hurry:
+        if self._running and not self._hurry:
             deadline = asyncio.get_running_loop().time() + self.settings.grace_seconds
             while self._running and not self._hurry:
                 remaining = deadline - asyncio.get_running_loop().time()
@@ -355,125 +385,7 @@ class Worker:
                     [r.task for r in self._running.values()],
                     timeout=min(remaining, 0.2),
                 )
-        self._stop_attempts(set(self._running), "shutdown")
+        self._stop_attempts(set(self._running), StopReason.SHUTDOWN)
         for task in [r.task for r in self._running.values()]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-
-    # --- one job -------------------------------------------------------------------------
-
-    async def _run_job(
-        self, engine: AsyncEngine, attempt_id: uuid.UUID, job: CollectionJob
-    ) -> None:
-        """Collect every type, then complete the job and end its attempt in one
-        transaction; or fail it; or, stopped from outside, record why."""
-        run = job.started_at
-        assert run is not None
-        reporter = Reporter(engine, job.id, run, self._progressed, self.metrics)
-        try:
-            try:
-                await self._collect_all(job, run, reporter)
-                async with autocommit(engine) as conn:
-                    finished = await attempts.complete(conn, job.id, run, attempt_id)
-                if finished is None:  # not this run's any more: the service says why
-                    async with session_scope(create_sessionmaker(engine)) as session:
-                        await jobs.complete_job(session, job.id, run_started_at=run)
-                    raise AssertionError("complete_job completed a job its run could not")
-                log.info("job %s: completed", job.id)
-                self.metrics.ended("completed")
-                self.metrics.estimate_errors(reporter.estimate_errors(finished))
-            except _TypeFailed as failed:
-                await self._fail(engine, job.id, run, attempt_id, str(failed))
-            except jobs.JobNotRunningError:  # cancelled, or run again elsewhere
-                async with autocommit(engine) as conn:
-                    await self._ended_from_outside(conn, attempt_id, job.id)
-            except asyncio.CancelledError:
-                reason = self._running[attempt_id].reason if attempt_id in self._running else None
-                if reason == "cut off":
-                    return  # the database is out of reach: the rescue ends this attempt
-                if reason is not None and reason.startswith("stuck:fail:"):
-                    silent = reason.rsplit(":", 1)[1]
-                    why = f"no progress for {silent}s while its worker was alive"
-                    await self._fail(engine, job.id, run, attempt_id, why)
-                    return
-                async with autocommit(engine) as conn:
-                    if reason == "shutdown" or (reason or "").startswith("stuck:requeue"):
-                        await attempts.release(conn, job.id, run, attempt_id)
-                        self.metrics.ended("requeued")
-                    else:  # cancelled, or superseded: the job says how this attempt ended
-                        await self._ended_from_outside(conn, attempt_id, job.id)
-        except DATABASE_ERRORS as exc:  # the attempt stays live: the rescue takes it over
-            log.warning("job %s: could not record its end (%s)", job.id, first_line(exc))
-
-    async def _ended_from_outside(
-        self, conn: AsyncConnection, attempt_id: uuid.UUID, job_id: uuid.UUID
-    ) -> None:
-        outcome = await attempts.end_if_job_ended(conn, attempt_id, job_id)
-        if outcome == "cancelled":  # an end by another process is counted there
-            self.metrics.ended(outcome)
-
-    async def _fail(
-        self, engine: AsyncEngine, job_id: uuid.UUID, run: datetime, attempt_id: uuid.UUID, why: str
-    ) -> None:
-        try:
-            async with session_scope(create_sessionmaker(engine)) as session:
-                await jobs.fail_job(session, job_id, why, run_started_at=run)
-                await attempts.end_attempt(session, attempt_id, "failed")
-        except jobs.JobNotRunningError:
-            return
-        self.metrics.ended("failed")
-        log.warning("job %s failed: %s", job_id, why)
-
-    async def _collect_all(self, job: CollectionJob, run: datetime, reporter: Reporter) -> None:
-        bound = asyncio.Semaphore(self.settings.type_concurrency)
-        progress = job.progress or {}
-        unfinished = set(job.collection_types)
-
-        async def one(collection_type: str) -> None:
-            ctx = CollectorContext(
-                job, collection_type, float(progress.get(collection_type, 0.0)), run, reporter
-            )
-            async with bound:
-                began = time.perf_counter()
-                try:
-                    await self._with_retries(ctx)
-                finally:
-                    self.metrics.collected(collection_type, time.perf_counter() - began)
-                unfinished.discard(collection_type)
-                if unfinished:  # the last type's 100 comes with the job's completion
-                    await reporter.report(collection_type, 100.0)
-
-        try:
-            async with asyncio.TaskGroup() as group:
-                for collection_type in job.collection_types:
-                    group.create_task(one(collection_type))
-        except BaseExceptionGroup as failed:  # the first type that failed says why
-            for kind in (jobs.JobNotRunningError, _TypeFailed):
-                for exc in failed.exceptions:
-                    if isinstance(exc, kind):
-                        raise exc from None
-            raise
-
-    async def _with_retries(self, ctx: CollectorContext) -> None:
-        s = self.settings
-        collector = self.collectors[ctx.collection_type]
-        for attempt in range(s.retries + 1):
-            try:
-                await collector(ctx)
-                return
-            except FinalError as exc:
-                raise _TypeFailed(ctx.collection_type, exc) from exc
-            except (jobs.JobNotRunningError, asyncio.CancelledError):
-                raise
-            except Exception as exc:  # a collector's own error: retried, then fatal
-                if attempt == s.retries:
-                    raise _TypeFailed(ctx.collection_type, exc) from exc
-                delay = s.retry_backoff * 2**attempt * random.uniform(0.5, 1.5)
-                log.info(
-                    "%s of job %s: %s; retrying in %.1fs",
-                    ctx.collection_type,
-                    ctx.job.id,
-                    exc,
-                    delay,
-                )
-                await asyncio.sleep(delay)

@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,7 +35,7 @@ def password_server() -> Iterator[URL]:
 
 
 @contextmanager
-def restartable_server() -> Iterator[tuple[URL, Callable[[], None]]]:
+def restartable_server() -> Iterator[tuple[URL, Callable[..., None]]]:
     """The same server, with a function that restarts it (fast shutdown, then start)."""
     from app.db.embedded import server
 
@@ -79,6 +80,15 @@ def restartable_server() -> Iterator[tuple[URL, Callable[[], None]]]:
             command,
         )
 
+    def restart(down_for: float = 0.0) -> None:
+        """Restart the server; with `down_for`, it stays stopped that many seconds."""
+        if not down_for:
+            start("restart")
+            return
+        start("stop")
+        time.sleep(down_for)
+        start("start")
+
     start()
     try:
         yield (
@@ -90,7 +100,7 @@ def restartable_server() -> Iterator[tuple[URL, Callable[[], None]]]:
                 port=port,
                 database="postgres",
             ),
-            lambda: start("restart"),
+            restart,
         )
     finally:
         run(str(bin_dir / "pg_ctl"), "-D", str(pgdata), "-w", "-m", "immediate", "stop")

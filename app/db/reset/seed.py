@@ -1,4 +1,9 @@
-"""A small, realistic sample for local development: `init_db --seed` loads it."""
+"""A small, realistic sample for local development: `init_db --seed` loads it.
+
+Every job gets its status the way a real one does, through the job service (created,
+claimed with its attempt by a worker, reported on, completed, failed or cancelled): the
+sample never holds a state the service could not have made.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +11,9 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import (
-    Analyst,
-    CollectionJob,
-    CollectionJobAttempt,
-    CollectionType,
-    CollectionWorker,
-    DataCollectionLog,
-    JobStatus,
-)
+from app.models import Analyst, CollectionJob, CollectionType, DataCollectionLog, JobStatus
 from app.models.enums import LogStatus
+from app.services import collection_jobs as service
 
 _ANALYSTS = [
     ("kim.minji@example.com", "김민지"),
@@ -25,7 +23,10 @@ _ANALYSTS = [
 
 
 async def load_sample(session: AsyncSession) -> dict[str, int]:
-    """Analysts, one job in every status with plausible progress, logs with and without a job.
+    """Analysts, one job in every status with plausible progress, logs with and without a
+    job, and work for the demo worker. The running job's worker (`seed-worker:0`) never
+    heartbeats: a worker rescues that job once the rescue timeout has passed and resumes
+    each type where it stopped.
 
     Flushes, never commits: the caller's transaction decides.
     """
@@ -33,9 +34,11 @@ async def load_sample(session: AsyncSession) -> dict[str, int]:
     analysts = [Analyst(email=email, name=name) for email, name in _ANALYSTS]
     session.add_all(analysts)
     await session.flush()
+    gone = await service.register_worker(session, "seed-worker:0")
 
     types = [CollectionType.NEWS, CollectionType.DISCLOSURE, CollectionType.STOCK_PRICE]
     jobs: list[CollectionJob] = []
+    logs = 0
     for i, status in enumerate(JobStatus):
         progress = {
             JobStatus.PENDING: {},
@@ -44,30 +47,39 @@ async def load_sample(session: AsyncSession) -> dict[str, int]:
             JobStatus.FAILED: {"news": 100.0, "disclosure": 12.0},
             JobStatus.CANCELLED: {"news": 20.0},
         }[status]
-        overall = sum(progress.values()) / len(types)
-        started = None if status is JobStatus.PENDING else now - timedelta(hours=i + 1)
-        finished = status in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
-        jobs.append(
-            CollectionJob(
-                analyst_id=analysts[i % len(analysts)].id,
-                collection_types=[t.value for t in types],
-                start_date=now - timedelta(days=30),
-                end_date=now - timedelta(days=1),
-                status=status,
-                progress=progress,
-                overall_progress=f"{overall:.1f}",
-                started_at=started,
-                completed_at=now - timedelta(minutes=5) if finished else None,
-                estimated_completion_time=(
-                    now + timedelta(minutes=40) if status is JobStatus.RUNNING else None
-                ),
-                error_message=(
-                    "disclosure source timed out after 3 retries"
-                    if status is JobStatus.FAILED
-                    else None
-                ),
-            )
+        job = await service.create_job(
+            session,
+            analyst_id=analysts[i % len(analysts)].id,
+            collection_types=types,
+            start_date=now - timedelta(days=30),
+            end_date=now - timedelta(days=1),
         )
+        if status is not JobStatus.PENDING:
+            await service.start_job(session, job.id, worker_id=gone)
+        for kind, percent in progress.items():
+            await service.report_progress(session, job.id, kind, percent)
+        logs += await service.add_job_logs(
+            session,
+            job.id,
+            [
+                service.LogEntry(
+                    kind,
+                    LogStatus.SUCCESS if percent >= 100 else LogStatus.PARTIAL,
+                    int(percent * 12),
+                    f"{kind}: {percent:.1f}% collected",
+                )
+                for kind, percent in progress.items()
+            ],
+        )
+        if status is JobStatus.COMPLETED:
+            job = await service.complete_job(session, job.id)
+        elif status is JobStatus.FAILED:
+            job = await service.fail_job(
+                session, job.id, "disclosure source timed out after 3 retries"
+            )
+        elif status is JobStatus.CANCELLED:
+            job = await service.cancel_job(session, job.id)
+        jobs.append(job)
     # Work for the demo worker (python -m app.worker app.worker.demo:COLLECTORS): jobs of
     # uneven sizes, waiting.
     for days, kinds in (
@@ -76,47 +88,17 @@ async def load_sample(session: AsyncSession) -> dict[str, int]:
         (30, [*types, CollectionType.RESEARCH_REPORT]),
     ):
         jobs.append(
-            CollectionJob(
+            await service.create_job(
+                session,
                 analyst_id=analysts[days % len(analysts)].id,
-                collection_types=[t.value for t in kinds],
+                collection_types=kinds,
                 start_date=now - timedelta(days=days),
                 end_date=now,
             )
         )
-    session.add_all(jobs)
-    await session.flush()
-    # The running job's worker is gone: its attempt stopped heartbeating an hour ago, so a
-    # worker rescues it and resumes where each type stopped.
-    running = next(job for job in jobs if job.status is JobStatus.RUNNING)
-    gone = CollectionWorker(name="seed-worker:0", heartbeat_at=now - timedelta(hours=1))
-    session.add(gone)
-    await session.flush()
-    assert running.started_at is not None
-    session.add(
-        CollectionJobAttempt(
-            collection_job_id=running.id,
-            worker_id=gone.id,
-            run_started_at=running.started_at,
-            heartbeat_at=now - timedelta(hours=1),
-        )
-    )
 
-    logs = [
-        DataCollectionLog(
-            analyst_id=job.analyst_id,
-            collection_job_id=job.id,
-            collection_type=kind,
-            status=LogStatus.SUCCESS if pct >= 100 else LogStatus.PARTIAL,
-            records_collected=int(pct * 12),
-            message=f"{kind}: {pct:.1f}% collected",
-            started_at=job.started_at,
-            completed_at=job.completed_at,
-        )
-        for job in jobs
-        for kind, pct in (job.progress or {}).items()
-    ]
     # Logs from before collection jobs existed: no job, as the guide says old rows keep.
-    logs += [
+    legacy = [
         DataCollectionLog(
             analyst_id=analysts[0].id,
             collection_type=CollectionType.NEWS.value,
@@ -134,10 +116,10 @@ async def load_sample(session: AsyncSession) -> dict[str, int]:
             message="source unavailable",
         ),
     ]
-    session.add_all(logs)
+    session.add_all(legacy)
     await session.flush()
     return {
         "analysts": len(analysts),
         "collection_jobs": len(jobs),
-        "data_collection_logs": len(logs),
+        "data_collection_logs": logs + len(legacy),
     }

@@ -1,12 +1,14 @@
-"""The collection job lifecycle, for the platform's API and its workers.
+"""The collection job lifecycle, for the platform's API, its operators and its workers:
+the one owner of a job's status and of its attempts.
 
 Every change is one SQL statement whose WHERE clause states what must still be true
-(`status IN (...)`), so any number of callers on any number of machines can write at once:
-nothing is read into Python and written back, and a lost race is reported, never papered
-over. The functions take the caller's `AsyncSession` and never commit; the caller's unit of
-work (`app.db.engine.session_scope`) does. Workers should commit each report at once (an
-open transaction keeps the job's row locked), or send reports and logs on a connection in
-autocommit mode (see `Executor`).
+(`status IN (...)`, the run it belongs to), so any number of callers on any number of
+machines can write at once: nothing is read into Python and written back, and a lost race
+is reported, never papered over. `MOVES` lists every move a statement makes; no other
+module writes a job's status or an attempt. The functions take the caller's
+`AsyncSession` (or connection) and never commit; the caller's unit of work
+(`app.db.engine.session_scope`) does. Workers send their statements on a connection in
+autocommit mode (see `Executor`): each is its own transaction, sent through the driver.
 """
 
 from app.services.collection_jobs.common import Executor
@@ -19,17 +21,23 @@ from app.services.collection_jobs.errors import (
 )
 from app.services.collection_jobs.lifecycle import (
     ALLOWED_FROM,
+    MOVES,
+    JobSelection,
+    Move,
     NewCollectionJob,
     cancel_job,
-    claim_next_job,
+    cancel_jobs,
     complete_job,
-    completion,
     create_job,
     fail_job,
+    fail_jobs,
     fail_stalled_jobs,
     list_stalled_jobs,
+    requeue_job,
+    requeue_jobs,
     requeue_stalled_jobs,
-    start_job,
+    retry_job,
+    retry_jobs,
     validate_new_job,
 )
 from app.services.collection_jobs.logs import (
@@ -42,46 +50,82 @@ from app.services.collection_jobs.logs import (
     list_job_logs,
     next_page,
 )
-from app.services.collection_jobs.notify import JOB_CANCELLED, JOB_CREATED
+from app.services.collection_jobs.notify import ATTEMPT_STOPPED, JOB_CREATED
 from app.services.collection_jobs.progress import (
     MAX_ESTIMATE,
     PROGRESS_STATEMENT,
     ProgressReport,
     report_progress,
 )
+from app.services.collection_jobs.runs import (
+    Claimed,
+    Run,
+    claim_jobs,
+    claim_next_job,
+    complete_run,
+    end_stopped_run,
+    fail_run,
+    heartbeat,
+    queue_state,
+    register_worker,
+    release_run,
+    rescue,
+    start_job,
+    worker_stopped,
+)
 
 __all__ = [
     "ALLOWED_FROM",
-    "JOB_CANCELLED",
+    "ATTEMPT_STOPPED",
     "JOB_CREATED",
     "MAX_ESTIMATE",
     "MAX_PAGE_SIZE",
+    "MOVES",
     "PROGRESS_STATEMENT",
+    "Claimed",
     "CollectionJobError",
     "Cursor",
     "Executor",
     "InvalidTransitionError",
     "JobNotFoundError",
     "JobNotRunningError",
+    "JobSelection",
     "JobValidationError",
     "LogEntry",
+    "Move",
     "NewCollectionJob",
     "Page",
     "ProgressReport",
+    "Run",
     "add_job_logs",
     "cancel_job",
+    "cancel_jobs",
+    "claim_jobs",
     "claim_next_job",
     "complete_job",
-    "completion",
+    "complete_run",
     "create_job",
+    "end_stopped_run",
     "fail_job",
+    "fail_jobs",
+    "fail_run",
     "fail_stalled_jobs",
+    "heartbeat",
     "list_analyst_jobs",
     "list_job_logs",
     "list_stalled_jobs",
     "next_page",
+    "queue_state",
+    "register_worker",
+    "release_run",
     "report_progress",
+    "requeue_job",
+    "requeue_jobs",
     "requeue_stalled_jobs",
+    "rescue",
+    "retry_job",
+    "retry_jobs",
     "start_job",
     "validate_new_job",
+    "worker_stopped",
 ]

@@ -1,20 +1,104 @@
-"""What the job service's modules share: the tables, the executor type, the clock."""
+"""What the job service's modules share: the tables, the executor type, the clock, and
+statements built once and sent through the driver."""
 
 from __future__ import annotations
 
-from sqlalchemy import func
+import contextlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from sqlalchemy import Executable, func, text
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from app.models import Base, CollectionJob, DataCollectionLog
+from app.models import Base, CollectionJob, CollectionJobAttempt, DataCollectionLog
 
 Executor = AsyncSession | AsyncConnection
 """Where the one-statement worker calls run: a session inside the caller's unit of work, or
 a connection in autocommit mode, where each call is its own transaction and costs one
 round trip instead of three (BEGIN, the statement, COMMIT)."""
 
+Database = AsyncSession | AsyncConnection | asyncpg.Connection
+"""An `Executor`, or a plain asyncpg connection (the heartbeat thread's)."""
+
 JOBS = Base.metadata.tables[CollectionJob.__tablename__]
 LOGS = Base.metadata.tables[DataCollectionLog.__tablename__]
+ATTEMPTS = Base.metadata.tables[CollectionJobAttempt.__tablename__]
 """The tables, for the statements that need no ORM objects back (the fast paths)."""
 
 now = func.statement_timestamp
 """The time of the statement: the same instant `updated_at` gets on every update."""
+
+
+@dataclass(frozen=True)
+class Statement:
+    """A statement written once in SQL: SQLAlchemy's form for a session or a connection in
+    a transaction, asyncpg's (`$1`, ...) for the driver, which prepares it once per
+    connection instead of SQLAlchemy compiling it on every call."""
+
+    name: str
+    """What a log line calls it when it fails."""
+    clause: Executable
+    sql: str
+    parameters: tuple[str, ...]
+    constants: Mapping[str, Any]
+    """The values a Core statement binds itself (`status = 'running'` as `status_1`)."""
+
+
+def statement(name: str, sql: str | Executable) -> Statement:
+    """`sql` (text with `:name` parameters, or a Core statement with named bindparams)
+    compiled once for asyncpg."""
+    clause = text(sql) if isinstance(sql, str) else sql
+    compiled = clause.compile(dialect=asyncpg_dialect())  # type: ignore[attr-defined,no-untyped-call]
+    positions = tuple(compiled.positiontup or ())
+    return Statement(name, clause, compiled.string, positions, dict(compiled.params))
+
+
+def is_autocommit(db: object) -> bool:
+    """An `AsyncConnection` in autocommit mode: no transaction of the caller's to join."""
+    if not isinstance(db, AsyncConnection) or db.sync_connection is None:
+        return False
+    return db.sync_connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
+
+
+async def driver_of(db: Database) -> asyncpg.Connection | None:
+    """The asyncpg connection to send to directly, or None to go through SQLAlchemy."""
+    if isinstance(db, asyncpg.Connection):
+        return db
+    if is_autocommit(db):
+        assert isinstance(db, AsyncConnection)
+        raw = (await db.get_raw_connection()).driver_connection
+        assert isinstance(raw, asyncpg.Connection)
+        return raw
+    return None
+
+
+async def fetch(db: Database, st: Statement, params: Mapping[str, Any]) -> Sequence[Any]:
+    """The rows of `st` (none for a statement that returns none), run on `db`."""
+    driver = await driver_of(db)
+    if driver is not None:
+        args = [params[n] if n in params else st.constants[n] for n in st.parameters]
+        try:
+            return await driver.fetch(st.sql, *args)
+        except asyncpg.PostgresError as exc:
+            if not isinstance(exc, asyncpg.PostgresConnectionError):
+                raise  # the server answered: the connection is fine
+            await _invalidate(db, exc)
+            raise
+        except BaseException as exc:  # lost, timed out or cancelled mid-statement
+            await _invalidate(db, exc)
+            raise
+    assert not isinstance(db, asyncpg.Connection)
+    result = await db.execute(st.clause, dict(params))
+    return list(result.all()) if result.returns_rows else []  # type: ignore[attr-defined]
+
+
+async def _invalidate(db: Database, exc: BaseException) -> None:
+    """A connection the driver failed on goes back to the pool as dead, never reused
+    (SQLAlchemy does this for the statements it sends; these bypass it)."""
+    if isinstance(db, AsyncConnection) and not db.invalidated:
+        exception = exc if isinstance(exc, Exception) else None
+        with contextlib.suppress(Exception):
+            await db.invalidate(exception)

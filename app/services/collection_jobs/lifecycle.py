@@ -1,9 +1,12 @@
-"""Creating jobs, the status machine, claiming, stalled jobs: one statement each."""
+"""Creating jobs, the table of allowed moves, and every move of a job's status that is not
+a worker's own run (`runs`): the operators' actions (cancel, requeue, retry, fail) on one
+job or on every job a selection matches, and the stalled-job checks. One statement each."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,6 +23,7 @@ from pydantic_core import PydanticCustomError
 from sqlalchemy import (
     ColumnElement,
     Text,
+    cast,
     exists,
     func,
     insert,
@@ -29,10 +33,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.dml import Update
 
 from app.models import (
     Analyst,
+    AttemptOutcome,
     CollectionJob,
     CollectionType,
     JobStatus,
@@ -40,14 +44,15 @@ from app.models import (
 from app.models.base import TIMESTAMPTZ
 from app.models.collection_job import ERROR_MESSAGE_MAX_LENGTH
 from app.services.collection_jobs import inputs as check
-from app.services.collection_jobs.common import now
+from app.services.collection_jobs.common import ATTEMPTS, JOBS, Executor, now
 from app.services.collection_jobs.errors import (
+    CollectionJobError,
     InvalidTransitionError,
     JobNotFoundError,
     JobValidationError,
     not_this_run,
 )
-from app.services.collection_jobs.notify import JOB_CANCELLED, JOB_CREATED, notify
+from app.services.collection_jobs.notify import ATTEMPT_STOPPED, JOB_CREATED, notify
 
 # --- Create --------------------------------------------------------------------------------
 
@@ -128,106 +133,239 @@ async def create_job(
     return job
 
 
-# --- Status machine ------------------------------------------------------------------------
+# --- The table of allowed moves ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Move:
+    """One kind of change of a job's status, and what it does to the job's live attempt."""
+
+    sources: frozenset[JobStatus]
+    target: JobStatus
+    attempt: AttemptOutcome | None
+    """How the job's live attempt, if any, ends with it (None: there is none)."""
+
+
+MOVES: dict[str, Move] = {
+    "claim": Move(frozenset({JobStatus.PENDING}), JobStatus.RUNNING, None),
+    "complete": Move(frozenset({JobStatus.RUNNING}), JobStatus.COMPLETED, AttemptOutcome.COMPLETED),
+    "fail": Move(
+        frozenset({JobStatus.PENDING, JobStatus.RUNNING}), JobStatus.FAILED, AttemptOutcome.FAILED
+    ),
+    "cancel": Move(
+        frozenset({JobStatus.PENDING, JobStatus.RUNNING}),
+        JobStatus.CANCELLED,
+        AttemptOutcome.CANCELLED,
+    ),
+    "requeue": Move(frozenset({JobStatus.RUNNING}), JobStatus.PENDING, AttemptOutcome.RELEASED),
+    "retry": Move(frozenset({JobStatus.FAILED, JobStatus.CANCELLED}), JobStatus.PENDING, None),
+    "rescue": Move(frozenset({JobStatus.RUNNING}), JobStatus.PENDING, AttemptOutcome.LOST),
+    "rescue at the cap": Move(
+        frozenset({JobStatus.RUNNING}), JobStatus.FAILED, AttemptOutcome.LOST
+    ),
+}
+"""Every move the service makes: `runs` makes claim, complete, fail, requeue (a worker's
+hand-back) and rescue for a worker's run; this module the operators' actions."""
 
 ALLOWED_FROM: dict[JobStatus, frozenset[JobStatus]] = {
-    JobStatus.RUNNING: frozenset({JobStatus.PENDING}),
-    JobStatus.COMPLETED: frozenset({JobStatus.RUNNING}),
-    JobStatus.FAILED: frozenset({JobStatus.RUNNING}),
-    JobStatus.CANCELLED: frozenset({JobStatus.PENDING, JobStatus.RUNNING}),
+    status: frozenset().union(*(m.sources for m in MOVES.values() if m.target is status))
+    for status in JobStatus
+    if any(m.target is status for m in MOVES.values())
 }
-"""For each status, the statuses a job may reach it from."""
+"""For each status, the statuses a job may reach it from (running to pending included: a
+requeue, a hand-back, a rescue)."""
 
 
-_job_type_names = func.unnest(CollectionJob.collection_types).table_valued("name")
+# --- Selections ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobSelection:
+    """Which jobs an operator's action takes: every condition given must hold. The action
+    takes, of those, the jobs in a status it moves from; the rest are left as they are."""
+
+    job_ids: Sequence[uuid.UUID | str] | None = None
+    analyst_id: uuid.UUID | str | None = None
+    statuses: Sequence[JobStatus | str] | None = None
+    collection_type: CollectionType | str | None = None
+    """Jobs that collect this type (among others)."""
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    stalled_for: timedelta | None = None
+    """Running jobs with no report (no `updated_at` move) for this long."""
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        """The checked conditions; a bad value raises `JobValidationError` naming it."""
+        jobs = JOBS.c
+        where: list[ColumnElement[bool]] = []
+        if self.job_ids is not None:
+            if isinstance(self.job_ids, str | bytes) or not isinstance(self.job_ids, Sequence):
+                raise JobValidationError("job_ids", "must be a list of job ids")
+            ids = [check.identifier(i, f"job_ids[{n}]") for n, i in enumerate(self.job_ids)]
+            where.append(jobs.id.in_(ids))
+        if self.analyst_id is not None:
+            where.append(jobs.analyst_id == check.identifier(self.analyst_id, "analyst_id"))
+        if self.statuses is not None:
+            if isinstance(self.statuses, str) or not isinstance(self.statuses, Sequence):
+                raise JobValidationError("statuses", "must be a list of statuses")
+            wanted = [check.member(JobStatus, s, "statuses", "status") for s in self.statuses]
+            where.append(jobs.status.in_([s.value for s in wanted]))
+        if self.collection_type is not None:
+            kind = check.collection_type(self.collection_type, "collection_type")
+            where.append(jobs.collection_types.contains(literal([kind], ARRAY(Text))))
+        after = check.optional_aware(self.created_after, "created_after")
+        before = check.optional_aware(self.created_before, "created_before")
+        if after is not None:
+            where.append(jobs.created_at >= after)
+        if before is not None:
+            where.append(jobs.created_at < before)
+        if after is not None and before is not None and before < after:
+            raise JobValidationError("created_before", "must not be before created_after")
+        if self.stalled_for is not None:
+            stalled_for = check.positive_timedelta(self.stalled_for, "stalled_for")
+            where += [jobs.status == JobStatus.RUNNING.value, jobs.updated_at < now() - stalled_for]
+        return where
+
+
+# --- Moves ---------------------------------------------------------------------------------
+
+_JOB_COLUMNS = tuple(JOBS.c)
+
+
+async def _move(
+    session: AsyncSession,
+    move: Move,
+    where: Sequence[ColumnElement[bool]],
+    values: dict[str, Any],
+    *,
+    tell_workers: bool = True,
+) -> list[CollectionJob]:
+    """One statement: every job `where` selects, in a status `move` leaves, moved; its live
+    attempt ended as `move` says; the workers told (the attempt's worker stops it, when
+    `tell_workers`; waiting workers look at the queue, when the job became pending). A
+    job row is locked before its attempt row, as every statement of `runs` does."""
+    jobs = JOBS.c
+    moved = (
+        update(JOBS)
+        .where(jobs.status.in_([s.value for s in move.sources]), *where)
+        .values(status=move.target.value, updated_at=now(), **values)
+        .returning(*_JOB_COLUMNS)
+        .cte("moved")
+    )
+    told: list[Any] = []
+    statement = select(*(moved.c[c.name] for c in _JOB_COLUMNS))
+    if move.attempt is not None:
+        attempts = ATTEMPTS.c
+        ended = (
+            update(ATTEMPTS)
+            .where(attempts.collection_job_id == moved.c.id, attempts.ended_at.is_(None))
+            .values(ended_at=func.now(), outcome=move.attempt.value)
+            .returning(attempts.id, attempts.collection_job_id)
+            .cte("ended")
+        )
+        statement = statement.add_cte(ended)
+        if tell_workers:
+            stopped = func.pg_notify(ATTEMPT_STOPPED, cast(ended.c.id, Text))
+            told.append(
+                select(func.count(stopped))
+                .where(ended.c.collection_job_id == moved.c.id)
+                .scalar_subquery()
+            )
+    if move.target is JobStatus.PENDING:
+        told.append(func.pg_notify(JOB_CREATED, cast(moved.c.id, Text)))
+    statement = statement.add_columns(*(t.label(f"told_{n}") for n, t in enumerate(told)))
+    orm = select(CollectionJob).from_statement(statement).execution_options(populate_existing=True)
+    return list((await session.scalars(orm)).all())
+
+
+async def refuse_move(db: Executor, job_id: uuid.UUID, target: JobStatus) -> CollectionJobError:
+    """Why one job did not move to `target`: it does not exist, or its status forbids it."""
+    found = (await db.execute(select(JOBS.c.status).where(JOBS.c.id == job_id))).one_or_none()
+    if found is None:
+        return JobNotFoundError(job_id)
+    return InvalidTransitionError(job_id, JobStatus(found.status), target)
+
+
+async def _move_one(
+    session: AsyncSession,
+    action: str,
+    job_id: uuid.UUID | str,
+    values: dict[str, Any],
+    *,
+    run_started_at: datetime | None = None,
+) -> CollectionJob:
+    """`_move` of one job; the error says why when it did not move. Given a run (the
+    `started_at` a claim returned), only while that run is the job's current one: the
+    caller is that run's worker, which needs no telling."""
+    move = MOVES[action]
+    job_id = check.identifier(job_id, "job_id")
+    run_started_at = check.optional_aware(run_started_at, "run_started_at")
+    where = [JOBS.c.id == job_id]
+    if run_started_at is not None:
+        where.append(JOBS.c.started_at == run_started_at)
+    moved = await _move(session, move, where, values, tell_workers=run_started_at is None)
+    if moved:
+        return moved[0]
+    if run_started_at is not None:
+        found = (
+            await session.execute(
+                select(JOBS.c.status, JOBS.c.started_at).where(JOBS.c.id == job_id)
+            )
+        ).one_or_none()
+        if found is None:
+            raise JobNotFoundError(job_id)
+        what = {"complete": "completion", "fail": "failure"}.get(action, f"the {action}")
+        raise not_this_run(job_id, JobStatus(found.status), found.started_at, run_started_at, what)
+    raise await refuse_move(session, job_id, move.target)
+
+
+_job_type_names = func.unnest(JOBS.c.collection_types).table_valued("name")
 _ALL_TYPES_DONE = (
     select(func.jsonb_object_agg(_job_type_names.c.name, 100))
     .select_from(_job_type_names)
     .scalar_subquery()
 )
-
-
-def _transition_statement(
-    job_id: uuid.UUID, target: JobStatus, run_started_at: datetime | None, **values: Any
-) -> Update:
-    """The UPDATE of `_transition`, for inputs already checked."""
-    conditions = [CollectionJob.id == job_id, CollectionJob.status.in_(ALLOWED_FROM[target])]
-    if run_started_at is not None:
-        conditions.append(CollectionJob.started_at == run_started_at)
-    return update(CollectionJob).where(*conditions).values(status=target, **values)
-
-
-async def _transition(
-    session: AsyncSession,
-    job_id: uuid.UUID | str,
-    target: JobStatus,
-    *,
-    run_started_at: datetime | None = None,
-    **values: Any,
-) -> CollectionJob:
-    """One UPDATE whose WHERE states what must hold; given a run (the `started_at` a claim
-    returned), only while that run is the job's current one."""
-    job_id = check.identifier(job_id, "job_id")
-    run_started_at = check.optional_aware(run_started_at, "run_started_at")
-    statement = (
-        _transition_statement(job_id, target, run_started_at, **values)
-        .returning(CollectionJob)
-        .execution_options(synchronize_session=False, populate_existing=True)
-    )
-    job = (await session.scalars(statement)).one_or_none()
-    if job is None:
-        found = (
-            await session.execute(
-                select(CollectionJob.status, CollectionJob.started_at).where(
-                    CollectionJob.id == job_id
-                )
-            )
-        ).one_or_none()
-        if found is None:
-            raise JobNotFoundError(job_id)
-        if run_started_at is not None:
-            what = {JobStatus.COMPLETED: "completion", JobStatus.FAILED: "failure"}.get(
-                target, f"the move to {target}"
-            )
-            raise not_this_run(job_id, found.status, found.started_at, run_started_at, what)
-        raise InvalidTransitionError(job_id, found.status, target)
-    return job
-
-
-async def start_job(session: AsyncSession, job_id: uuid.UUID | str) -> CollectionJob:
-    """pending -> running, for a worker that picked this job by id (see `claim_next_job`)."""
-    return await _transition(
-        session, job_id, JobStatus.RUNNING, started_at=now(), estimated_completion_time=None
-    )
-
-
 _COMPLETED: dict[str, Any] = {
     "completed_at": now(),
     "progress": _ALL_TYPES_DONE,
     "overall_progress": "100.0",
     "estimated_completion_time": None,
 }
+_REQUEUED: dict[str, Any] = {"started_at": None, "estimated_completion_time": None}
+
+
+def _failed(error_message: str) -> dict[str, Any]:
+    return {
+        "completed_at": now(),
+        "error_message": cut_error_message(error_message),
+        "estimated_completion_time": None,
+    }
+
+
+def _retried(keep_progress: bool) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "started_at": None,
+        "completed_at": None,
+        "error_message": None,
+        "estimated_completion_time": None,
+    }
+    if not keep_progress:
+        values |= {"progress": {}, "overall_progress": "0.0"}
+    return values
+
+
+def cut_error_message(message: str) -> str:
+    """A message fit for `error_message`: clean one-line text, cut to the column."""
+    return check.clean_text(message, "error_message")[:ERROR_MESSAGE_MAX_LENGTH]
 
 
 async def complete_job(
     session: AsyncSession, job_id: uuid.UUID | str, *, run_started_at: datetime | None = None
 ) -> CollectionJob:
-    """running -> completed; every type shows 100 and the job 100.0. A worker passes its
-    run (`run_started_at`, see `add_job_logs`): a superseded run completes nothing."""
-    return await _transition(
-        session, job_id, JobStatus.COMPLETED, run_started_at=run_started_at, **_COMPLETED
-    )
-
-
-def completion(job_id: uuid.UUID | str, *, run_started_at: datetime) -> Update:
-    """`complete_job`'s UPDATE, unexecuted, for a caller that makes it part of one statement
-    (the worker ends the job's attempt with it). No row updated: `complete_job` says why."""
-    return _transition_statement(
-        check.identifier(job_id, "job_id"),
-        JobStatus.COMPLETED,
-        check.optional_aware(run_started_at, "run_started_at"),
-        **_COMPLETED,
-    )
+    """running -> completed; every type shows 100 and the job 100.0; its attempt ends
+    `completed`. A worker passes its run (`run_started_at`): a superseded run completes
+    nothing (`JobNotRunningError`). The runtime's own is `runs.complete_run`."""
+    return await _move_one(session, "complete", job_id, _COMPLETED, run_started_at=run_started_at)
 
 
 async def fail_job(
@@ -237,120 +375,88 @@ async def fail_job(
     *,
     run_started_at: datetime | None = None,
 ) -> CollectionJob:
-    """running -> failed; a message longer than the column is cut, not refused. Fenced to
-    a run like `complete_job`."""
-    return await _transition(
-        session,
-        job_id,
-        JobStatus.FAILED,
-        run_started_at=run_started_at,
-        completed_at=now(),
-        error_message=_cut_error_message(error_message),
-        estimated_completion_time=None,
+    """pending|running -> failed, saying why (a message longer than the column is cut,
+    not refused); a live attempt ends `failed` and its worker stops its collectors.
+    Fenced to a run like `complete_job`."""
+    return await _move_one(
+        session, "fail", job_id, _failed(error_message), run_started_at=run_started_at
     )
 
 
 async def cancel_job(session: AsyncSession, job_id: uuid.UUID | str) -> CollectionJob:
-    """pending|running -> cancelled. A running job's worker is notified (`JOB_CANCELLED`)
-    when the caller commits, and refused on its next write in any case."""
-    job = await _transition(
-        session, job_id, JobStatus.CANCELLED, completed_at=now(), estimated_completion_time=None
-    )
-    await notify(session, JOB_CANCELLED, job.id)
-    return job
+    """pending|running -> cancelled; a live attempt ends `cancelled` and its worker stops
+    its collectors when the caller commits."""
+    return await _move_one(session, "cancel", job_id, _CANCELLED)
 
 
-def _cut_error_message(message: str) -> str:
-    return check.clean_text(message, "error_message")[:ERROR_MESSAGE_MAX_LENGTH]
+async def requeue_job(session: AsyncSession, job_id: uuid.UUID | str) -> CollectionJob:
+    """running -> pending, its progress kept so the next attempt resumes where this one
+    stopped; the live attempt ends `released` (not counted as lost), its worker stops its
+    collectors, and waiting workers look at the queue."""
+    return await _move_one(session, "requeue", job_id, _REQUEUED)
 
 
-# --- Claiming and stalled jobs -------------------------------------------------------------
+async def retry_job(
+    session: AsyncSession, job_id: uuid.UUID | str, *, keep_progress: bool = True
+) -> CollectionJob:
+    """failed|cancelled -> pending, its error cleared; its progress kept (the next attempt
+    resumes) or, with `keep_progress=False`, cleared (it starts over)."""
+    return await _move_one(session, "retry", job_id, _retried(keep_progress))
 
 
-async def claim_next_job(session: AsyncSession) -> CollectionJob | None:
-    """Take the oldest pending job and make it running, in one statement; None if none.
-
-    Jobs that other workers are claiming at the same moment are skipped (SKIP LOCKED),
-    so no two workers ever get the same job and none waits for another.
-    """
-    oldest_pending = (
-        select(CollectionJob.id)
-        .where(CollectionJob.status == JobStatus.PENDING)
-        .order_by(CollectionJob.created_at, CollectionJob.id)
-        .limit(1)
-        .with_for_update(skip_locked=True)
-        .scalar_subquery()
-    )
-    statement = (
-        update(CollectionJob)
-        .where(CollectionJob.id == oldest_pending, CollectionJob.status == JobStatus.PENDING)
-        .values(status=JobStatus.RUNNING, started_at=now(), estimated_completion_time=None)
-        .returning(CollectionJob)
-        .execution_options(synchronize_session=False, populate_existing=True)
-    )
-    return (await session.scalars(statement)).one_or_none()
+_CANCELLED: dict[str, Any] = {"completed_at": now(), "estimated_completion_time": None}
 
 
-def _stalled(stalled_for: timedelta) -> list[ColumnElement[bool]]:
-    check.positive_timedelta(stalled_for, "stalled_for")
-    return [
-        CollectionJob.status == JobStatus.RUNNING,
-        CollectionJob.updated_at < now() - stalled_for,
-    ]
+async def cancel_jobs(session: AsyncSession, selection: JobSelection) -> list[CollectionJob]:
+    """`cancel_job` of every pending or running job `selection` matches, in one statement;
+    returns the jobs cancelled."""
+    return await _move(session, MOVES["cancel"], selection.conditions(), _CANCELLED)
+
+
+async def requeue_jobs(session: AsyncSession, selection: JobSelection) -> list[CollectionJob]:
+    """`requeue_job` of every running job `selection` matches, in one statement."""
+    return await _move(session, MOVES["requeue"], selection.conditions(), _REQUEUED)
+
+
+async def retry_jobs(
+    session: AsyncSession, selection: JobSelection, *, keep_progress: bool = True
+) -> list[CollectionJob]:
+    """`retry_job` of every failed or cancelled job `selection` matches, in one statement."""
+    return await _move(session, MOVES["retry"], selection.conditions(), _retried(keep_progress))
+
+
+async def fail_jobs(
+    session: AsyncSession, selection: JobSelection, error_message: str
+) -> list[CollectionJob]:
+    """`fail_job` of every pending or running job `selection` matches, in one statement."""
+    where = selection.conditions()
+    return await _move(session, MOVES["fail"], where, _failed(error_message))
+
+
+# --- Stalled jobs --------------------------------------------------------------------------
 
 
 async def list_stalled_jobs(session: AsyncSession, stalled_for: timedelta) -> list[CollectionJob]:
     """Running jobs with no report (no `updated_at` move) for `stalled_for`, oldest first."""
-    statement = (
-        select(CollectionJob).where(*_stalled(stalled_for)).order_by(CollectionJob.updated_at)
-    )
-    return list(await session.scalars(statement))
-
-
-async def _update_stalled(
-    session: AsyncSession, stalled_for: timedelta, **values: Any
-) -> list[CollectionJob]:
-    # A job that reports while this runs is re-checked after its lock and left alone.
-    statement = (
-        update(CollectionJob)
-        .where(*_stalled(stalled_for))
-        .values(**values)
-        .returning(CollectionJob)
-        .execution_options(synchronize_session=False, populate_existing=True)
-    )
+    where = JobSelection(stalled_for=stalled_for).conditions()
+    statement = select(CollectionJob).where(*where).order_by(CollectionJob.updated_at)
     return list(await session.scalars(statement))
 
 
 async def fail_stalled_jobs(
     session: AsyncSession, stalled_for: timedelta, error_message: str | None = None
 ) -> list[CollectionJob]:
-    """Fail every stalled job in one statement; returns the jobs failed."""
-    check.positive_timedelta(stalled_for, "stalled_for")
+    """Fail every stalled job in one statement (`fail_jobs`); returns the jobs failed. A
+    job that reports while this runs is re-checked after its lock and left alone."""
+    selection = JobSelection(stalled_for=stalled_for)
+    where = selection.conditions()
     message = f"no progress reported for {stalled_for}" if error_message is None else error_message
-    return await _update_stalled(
-        session,
-        stalled_for,
-        status=JobStatus.FAILED,
-        completed_at=now(),
-        error_message=_cut_error_message(message),
-        estimated_completion_time=None,
-    )
+    return await _move(session, MOVES["fail"], where, _failed(message))
 
 
 async def requeue_stalled_jobs(
     session: AsyncSession, stalled_for: timedelta
 ) -> list[CollectionJob]:
-    """Put every stalled job back to pending, progress cleared, in one statement.
-
-    The job keeps its place in the queue (its `created_at`); its old worker, if alive,
-    is told on its next report that the job is no longer its own.
-    """
-    return await _update_stalled(
-        session,
-        stalled_for,
-        status=JobStatus.PENDING,
-        started_at=None,
-        progress={},
-        overall_progress="0.0",
-        estimated_completion_time=None,
-    )
+    """Put every stalled job back to pending with its progress (`requeue_jobs`), in one
+    statement. The job keeps its place in the queue (its `created_at`)."""
+    return await requeue_jobs(session, JobSelection(stalled_for=stalled_for))

@@ -32,7 +32,7 @@ from app.models import (
 )
 from app.models.base import TIMESTAMPTZ
 from app.services.collection_jobs import inputs as check
-from app.services.collection_jobs.common import JOBS, LOGS, Executor
+from app.services.collection_jobs.common import JOBS, LOGS, Executor, fetch, statement
 from app.services.collection_jobs.errors import (
     JobNotFoundError,
     JobValidationError,
@@ -125,10 +125,12 @@ def _add_logs_statement() -> Any:
             ),
         )
     )
-    return insert(LOGS).from_select(["analyst_id", "collection_job_id", *_LOG_COLUMN_TYPES], source)
+    columns = ["analyst_id", "collection_job_id", *_LOG_COLUMN_TYPES]
+    return insert(LOGS).from_select(columns, source).returning(LOGS.c.id)
 
 
 ADD_LOGS_STATEMENT = _add_logs_statement()
+_ADD_LOGS = statement("write logs", ADD_LOGS_STATEMENT)
 
 
 async def add_job_logs(
@@ -153,8 +155,9 @@ async def add_job_logs(
         return 0
     columns = _log_columns(entries)
     params = {"job_id": job_id, "run_started_at": run_started_at, **columns}
-    result = await db.execute(ADD_LOGS_STATEMENT, params)
-    written: int = result.rowcount  # type: ignore[attr-defined]
+    # In autocommit mode straight to the driver: compiled once, and no named prepared
+    # statement (PgBouncer in transaction mode cannot keep one between two messages).
+    written = len(await fetch(db, _ADD_LOGS, params))
     if written == 0:
         found = (
             await db.execute(

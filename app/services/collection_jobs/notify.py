@@ -1,8 +1,8 @@
 """Wake-up calls for workers: PostgreSQL notifications sent in the caller's transaction.
 
 `pg_notify` is delivered when the transaction commits and dropped if it rolls back, so a
-worker that `LISTEN`s hears of a job exactly when the job can be seen, never earlier and
-never for a job that was not written. The payload is the job's id.
+worker that `LISTEN`s hears of a change exactly when it can be seen, never earlier and
+never for a change that was not written.
 """
 
 from __future__ import annotations
@@ -13,11 +13,14 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 JOB_CREATED = "collection_jobs_created"
-"""Channel: a pending job was created (payload: its id)."""
-JOB_CANCELLED = "collection_jobs_cancelled"
-"""Channel: a job was cancelled (payload: its id); its worker stops its collectors."""
+"""Channel: a job became pending (created, requeued, retried, handed back, rescued);
+payload: its id. Waiting workers look at the queue."""
+ATTEMPT_STOPPED = "collection_job_attempts_stopped"
+"""Channel: a live attempt was ended by someone other than its worker (cancel, requeue,
+fail); payload: the attempt's id. Its worker stops that attempt's collectors at once, and
+only those: a newer attempt of the same job is not touched."""
 
 
-async def notify(session: AsyncSession, channel: str, job_id: uuid.UUID) -> None:
+async def notify(session: AsyncSession, channel: str, payload: uuid.UUID) -> None:
     """Queue a notification on `channel` for when the session's transaction commits."""
-    await session.execute(select(func.pg_notify(channel, str(job_id))))
+    await session.execute(select(func.pg_notify(channel, str(payload))))

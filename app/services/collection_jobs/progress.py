@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeGuard
+from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
@@ -24,8 +24,6 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
-from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.models import (
     CollectionJob,
@@ -34,7 +32,7 @@ from app.models import (
 )
 from app.models.base import TIMESTAMPTZ
 from app.services.collection_jobs import inputs as check
-from app.services.collection_jobs.common import JOBS, Executor, now
+from app.services.collection_jobs.common import JOBS, Executor, fetch, now, statement
 from app.services.collection_jobs.errors import (
     CollectionJobError,
     JobNotFoundError,
@@ -140,9 +138,7 @@ def _progress_statement() -> Any:
 PROGRESS_STATEMENT = _progress_statement()
 """Built once; parameters `job_id`, `collection_type`, `percent`, `run_started_at`."""
 
-_progress_compiled = PROGRESS_STATEMENT.compile(dialect=asyncpg_dialect())  # type: ignore[no-untyped-call]
-_PROGRESS_SQL = _progress_compiled.string
-_PROGRESS_PARAMETERS = tuple(_progress_compiled.positiontup or ())
+_PROGRESS = statement("record progress", PROGRESS_STATEMENT)
 
 
 async def report_progress(
@@ -168,31 +164,17 @@ async def report_progress(
         "percent": check.percent(percent),
         "run_started_at": run_started_at,
     }
-    if _is_autocommit(db):
-        # No transaction to join: the precompiled statement goes straight to asyncpg,
-        # skipping SQLAlchemy's per-statement work (see docs/benchmarks.md).
-        driver = (await db.get_raw_connection()).driver_connection
-        record = await driver.fetchrow(  # type: ignore[union-attr]
-            _PROGRESS_SQL, *(params[name] for name in _PROGRESS_PARAMETERS)
-        )
-        row = None if record is None else tuple(record)  # SQLAlchemy's codecs decode the JSONB
-    else:
-        result = (await db.execute(PROGRESS_STATEMENT, params)).one_or_none()
-        row = None if result is None else tuple(result)
-    if row is not None:
-        progress, overall, estimate = row
+    # In autocommit mode the precompiled statement goes straight to asyncpg, skipping
+    # SQLAlchemy's per-statement work (see docs/benchmarks.md); its codecs decode the JSONB.
+    rows = await fetch(db, _PROGRESS, params)
+    if rows:
+        progress, overall, estimate = rows[0]
         return ProgressReport(
             progress={name: float(value) for name, value in progress.items()},
             overall_progress=float(overall),
             estimated_completion_time=estimate,
         )
     raise await _why_not_recorded(db, job_id, type_value, run_started_at)
-
-
-def _is_autocommit(db: Executor) -> TypeGuard[AsyncConnection]:
-    if not isinstance(db, AsyncConnection) or db.sync_connection is None:
-        return False
-    return db.sync_connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
 
 
 async def _why_not_recorded(
