@@ -53,6 +53,20 @@ async def run_until_empty(db: Database, collectors: Collectors) -> None:
     await run_jobs(db.url, collectors, FAST)
 
 
+async def unfinished_jobs(db: Database) -> list[tuple[object, ...]]:
+    """Each job not completed, with its attempts: what a failure message shows."""
+    async with db.engine.connect() as conn:
+        rows = await conn.execute(
+            text(
+                "SELECT j.id, j.status, j.progress, a.worker_id, a.heartbeat_at, a.outcome"
+                " FROM collection_jobs j"
+                " LEFT JOIN collection_job_attempts a ON a.collection_job_id = j.id"
+                " WHERE j.status <> 'completed' ORDER BY j.id, a.run_started_at"
+            )
+        )
+        return [tuple(row) for row in rows]
+
+
 async def rescue_now(db: Database) -> list[uuid.UUID]:
     """The service's rescue, as a worker's upkeep runs it, taking any attempt that is not
     heartbeating right now (its worker is gone)."""
@@ -484,11 +498,12 @@ async def test_a_postgresql_restart_while_jobs_run_is_ridden_out(tmp_path: Path)
                 await asyncio.to_thread(restart)
                 await engine.dispose()  # the test's own connections died with the server
                 left = await wait_until_all_completed(db, 120)
+                unfinished = await unfinished_jobs(db) if left else []
             finally:
                 for worker in workers:
                     worker.send_signal(signal.SIGTERM)
                 outputs = [worker.communicate(timeout=30)[0] for worker in workers]
-            assert left == 0, outputs
+            assert left == 0, (unfinished, outputs)
             assert [w.returncode for w in workers] == [0, 0], outputs
             assert not any("Traceback" in output for output in outputs), outputs
         finally:

@@ -54,8 +54,9 @@ def _include_object(
 
 
 OPTIONS: dict[str, Any] = {
-    # The caller may compare against other models (tests, in a throwaway copy).
-    "target_metadata": config.attributes.get("target_metadata", Base.metadata),
+    # The caller may compare against other models (tests, in a throwaway copy); None, as
+    # pytest-alembic hands it when a team configured none, counts as none handed.
+    "target_metadata": config.attributes.get("target_metadata") or Base.metadata,
     "process_revision_directives": rewrite,
     "compare_type": True,
     "compare_server_default": True,

@@ -56,10 +56,11 @@ class Heartbeat(threading.Thread):
         return time.monotonic() - self._last_beat
 
     def linked_for(self) -> float:
-        """Seconds this worker has beaten without a miss (0 while it misses): a rescuer
-        judges other workers' silence only over a span it was itself connected for, since
-        after an outage every living worker needs a beat or two to be heard again."""
-        if self.silent_for() > 2 * self._interval:
+        """Seconds since this worker was last cut off (0 while it is): a rescuer judges
+        other workers' silence only over a span it was itself connected for, since after an
+        outage every living worker needs a beat or two to be heard again. A beat that is
+        merely late (a loaded machine) does not count as a cut."""
+        if self.silent_for() >= self._cut_off_after:
             return 0.0
         return time.monotonic() - self._linked_since
 
@@ -81,8 +82,8 @@ class Heartbeat(threading.Thread):
                 attempts = self._live()
                 async with asyncio.timeout(self._patience):
                     current = await jobs.heartbeat(conn, self._worker_id, attempts)
-                if self.silent_for() > 2 * self._interval:
-                    self._linked_since = time.monotonic()  # linked again after a miss
+                if self.silent_for() >= self._cut_off_after:
+                    self._linked_since = time.monotonic()  # linked again after a cut
                 self._last_beat, cut = time.monotonic(), False
                 gone = set(attempts) - current
                 if gone:

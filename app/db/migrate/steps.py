@@ -219,7 +219,7 @@ def _lock_holders(conn: Connection, sql: str) -> list[Session]:
     return [Session(*row) for row in rows]
 
 
-class IrreversibleMigrationError(DatabaseSetupError):
+class IrreversibleMigrationError(DatabaseSetupError, NotImplementedError):
     """A downgrade would undo a revision that declares itself irreversible."""
 
 
