@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import URL
 
 from app.db.engine import create_engine, session_scope
 from app.db.reset import init_db
@@ -26,6 +27,7 @@ from tests.helpers.workers import (
     FAST,
     Database,
     start_worker,
+    started,
     wait_for_progress,
     wait_until_all_completed,
     working,
@@ -67,10 +69,22 @@ async def wait_for(check: Callable[[], Awaitable[bool]], seconds: float = 10) ->
     raise AssertionError(f"not within {seconds}s")
 
 
-def stop(worker: subprocess.Popen[str]) -> str:
-    worker.send_signal(signal.SIGTERM)
-    output = worker.communicate(timeout=30)[0]
-    assert worker.returncode == 0, output
+class Running:
+    """A worker process that has said it started, and what it wrote."""
+
+    def __init__(self, process: subprocess.Popen[str], before: str) -> None:
+        self.process, self.before = process, before
+
+
+async def start(url: URL, *args: str, env: dict[str, str] | None = None) -> Running:
+    process = start_worker(url, *args, env=env)
+    return Running(process, await started(process))
+
+
+def stop(worker: Running) -> str:
+    worker.process.send_signal(signal.SIGTERM)
+    output = worker.before + worker.process.communicate(timeout=30)[0]
+    assert worker.process.returncode == 0, output
     return output
 
 
@@ -87,7 +101,7 @@ async def test_an_action_on_a_job_a_live_worker_runs(db: Database, action: str) 
     progress by the next attempt."""
     call, status, outcome = ACTIONS[action]
     [job_id] = await db.new_jobs(1, ["news"])
-    worker = start_worker(db.url, env={"COLLECTOR_STEP_SECONDS": "0.4"})
+    worker = await start(db.url, env={"COLLECTOR_STEP_SECONDS": "0.4"})
     try:
         await wait_for_progress(db, job_id, 20)
         await call(db, job_id)
@@ -119,7 +133,7 @@ async def test_an_action_on_a_job_whose_worker_is_gone(db: Database, action: str
         gone = await jobs.register_worker(session, "gone")
         claimed = await jobs.start_job(session, job_id, worker_id=gone)
         await jobs.report_progress(session, job_id, "news", 50.0)
-    worker = start_worker(db.url, "--rescue-timeout", "60")
+    worker = await start(db.url, "--rescue-timeout", "60")
     try:
         await call(db, job_id)
         if status is JobStatus.PENDING:
@@ -143,7 +157,7 @@ async def test_retry_of_a_failed_job_beside_a_live_worker(db: Database) -> None:
             await jobs.start_job(session, job_id, worker_id=gone)
             await jobs.report_progress(session, job_id, "news", 60.0)
             await jobs.fail_job(session, job_id, "the source was down")
-    worker = start_worker(db.url)
+    worker = await start(db.url)
     try:
         await act(db, jobs.retry_job, kept)
         async with session_scope(db.sessions) as session:
@@ -212,7 +226,7 @@ async def test_a_stopped_database_is_never_charged_to_a_collector(tmp_path: Path
             await init_db(engine, environment=Environment.TEST)
             db = Database(url, engine)
             job_ids = await db.new_jobs(50, ["news", "disclosure"])
-            workers = [start_worker(url, "--concurrency", "25", "--retries", "1") for _ in range(2)]
+            workers = [await start(url, "--concurrency", "25", "--retries", "1") for _ in range(2)]
             try:
                 await wait_for_progress(db, job_ids[0], 20)
                 await asyncio.to_thread(restart, 10.0)

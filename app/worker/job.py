@@ -123,7 +123,9 @@ class JobRun:
                         describe(exc),
                     )
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-                delay = min(delay * 2, 2.0)
+                # At most a heartbeat apart: when the database answers again, a job handed
+                # back lands well before a rescuer (who waits a rescue timeout) may act.
+                delay = min(delay * 2, self.worker.settings.heartbeat_seconds)
 
     async def send(self, what: str, call: Callable[[jobs.Executor], Awaitable[T]]) -> T:
         """`call` on a pooled connection in autocommit mode, through `persist`."""

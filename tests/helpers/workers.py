@@ -121,6 +121,18 @@ def start_worker(
     return process
 
 
+async def started(process: subprocess.Popen[str], seconds: float = 60) -> str:
+    """Wait until a worker process says it has started (and installed its signal
+    handlers); what it wrote until then. A fixed sleep would race a slow start."""
+    assert process.stdout is not None
+    before = ""
+    while "started: collects" not in before:
+        line = await asyncio.wait_for(asyncio.to_thread(process.stdout.readline), seconds)
+        assert line, f"the worker ended before it started:\n{before}"
+        before += line
+    return before
+
+
 async def wait_until_all_completed(db: Database, seconds: float) -> int:
     """Wait until every job of the database is completed; how many are not (0 on time)."""
     deadline = time.monotonic() + seconds
