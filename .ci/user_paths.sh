@@ -85,3 +85,33 @@ other_project_wait() {
         return 1
     fi
 }
+
+# pytest-alembic's built-in tests against our migrations, from an install that is not
+# editable, on the server of the test URL given (the embedded PostgreSQL 18 when none):
+# the four standard tests, and with `experimental` the experimental ones too. Those hand
+# the URL to configparser in a subprocess, which refuses a '%' (an escaped password or
+# socket path): pytest-alembic 0.13.1's limit, so they run where the URL has none.
+pytest_alembic_from_an_install() {
+    local test_url="$1" experimental="${2:-}" project="$CI_WORK/alembic project"
+    if [ ! -d "$project" ]; then
+        cp -r .ci/alembic-project "$project"
+        python3 -m venv "$project/.venv"
+        "$project/.venv/bin/pip" install -q -c constraints.txt "$PWD[testing]" pytest-alembic
+        # A team's alembic.ini is the package's (its script_location is app:migrations).
+        "$project/.venv/bin/python" -c 'import shutil, sys
+from app.db.migrate.steps import MIGRATIONS
+shutil.copy(MIGRATIONS / "alembic.ini", sys.argv[1])' "$project/alembic.ini"
+    fi
+    local options=(--test-alembic -q -p no:cacheprovider)
+    if [ -n "$experimental" ]; then
+        options+=(-o "pytest_alembic_include_experimental=downgrade_leaves_no_trace,all_models_register_on_metadata")
+    fi
+    (
+        cd "$project"
+        if [ -n "$test_url" ]; then export TEST_DATABASE_URL="$test_url"; fi
+        .venv/bin/pytest "${options[@]}"
+        status=$?
+        .venv/bin/python -m app.db.embedded --test stop >/dev/null 2>&1 || true
+        exit $status
+    )
+}

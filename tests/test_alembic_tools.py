@@ -54,5 +54,6 @@ async def test_the_floor_below_the_baseline_is_a_not_implemented_error(
     assert issubclass(IrreversibleMigrationError, NotImplementedError)
     url = await scratch_db()
     await alembic(url, "upgrade", "head")
-    with pytest.raises(CommandError, match="refusing to downgrade below"):
+    with pytest.raises(CommandError, match="refusing to downgrade below") as refused:
         await alembic(url, "downgrade", "base")
+    assert isinstance(refused.value, NotImplementedError)

@@ -556,3 +556,26 @@ async def test_a_job_stuck_while_its_worker_lives_is_told_apart_and_handled(
         assert job.error_message.startswith("no progress for 1s while its worker was alive")
     else:
         assert outcomes[0] == "released" and job.progress == {"news": 5.0}
+
+
+def test_help_says_what_the_command_does_and_shows_each_default(tmp_path: Path) -> None:
+    result = run_tool("-m", "app.worker", "--help", env={}, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())
+    assert "Run a worker process. It claims the collection jobs" in text
+    assert "hands them back with their progress on SIGTERM or SIGINT" in text
+    blocks = result.stdout.split("\n  --")  # one an option, its help wrapped below it
+    defaults = WorkerSettings()
+    for option, default in {
+        "--concurrency": defaults.concurrency,
+        "--pool-size": defaults.pool_size,
+        "--poll-interval": defaults.poll_interval,
+        "--heartbeat": defaults.heartbeat_seconds,
+        "--rescue-timeout": defaults.rescue_timeout,
+        "--grace": defaults.grace_seconds,
+        "--retries": defaults.retries,
+        "--stuck-after": defaults.stuck_after,
+        "--stuck-action": defaults.stuck_action,
+    }.items():
+        [block] = [b for b in blocks if b.startswith(option[2:] + " ")]
+        assert f"(default: {default})" in " ".join(block.split()), block

@@ -91,3 +91,39 @@ async def counted(ctx: CollectorContext) -> None:
 
 
 COUNTED: dict[str, Collector] = {"news": counted}
+
+
+_FAILED_ONCE: set[tuple[object, str]] = set()
+
+
+async def flaky(ctx: CollectorContext) -> None:
+    """Fails once per job and type with an error of its own (a source that hiccups), then
+    collects like `steady`."""
+    key = (ctx.job.id, ctx.collection_type)
+    if key not in _FAILED_ONCE:
+        _FAILED_ONCE.add(key)
+        raise ConnectionResetError("the news source reset the connection")
+    await steady(ctx)
+
+
+FLAKY: dict[str, Collector] = {"news": flaky}
+
+AT_ONCE: dict[object, list[int]] = {}
+"""In-process tests: job id -> [types collecting now, the most at once]."""
+
+
+async def counting_at_once(ctx: CollectorContext) -> None:
+    seen = AT_ONCE.setdefault(ctx.job.id, [0, 0])
+    seen[0] += 1
+    seen[1] = max(seen[1], seen[0])
+    try:
+        await asyncio.sleep(0.2)
+        await ctx.report(100)
+    finally:
+        seen[0] -= 1
+
+
+AT_ONCE_COLLECTORS: dict[str, Collector] = dict.fromkeys(
+    ("news", "disclosure", "stock_price", "financial_statement", "research_report"),
+    counting_at_once,
+)

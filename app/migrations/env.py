@@ -16,8 +16,9 @@ from typing import Any
 
 from alembic import context
 from alembic.util import CommandError
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
 from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.embedded import database_url
 from app.db.engine import engine_from_settings, translate_connect_errors
@@ -165,21 +166,53 @@ async def run_migrations_online() -> None:
     url, environment = await _target()
     engine = engine_from_settings(settings, url, null_pool=True)
     try:
-        with translate_connect_errors(url):
-            async with engine.connect() as conn:
-                await conn.run_sync(_run_sync, environment, url)
+        await _run_on_engine(engine, environment)
     finally:
         await engine.dispose()
+
+
+async def _run_on_engine(engine: AsyncEngine, environment: Environment) -> None:
+    with translate_connect_errors(engine.url):
+        async with engine.connect() as conn:
+            await conn.run_sync(_run_sync, environment, engine.url)
+
+
+def run_migrations_on(handed: object) -> None:
+    """On what the caller hands over (`config.attributes["connection"]`, as pytest-alembic
+    and Alembic's cookbook do: a connection, an engine or an async engine): its database,
+    in the caller's environment (the settings' unless given)."""
+    environment = config.attributes.get("environment") or settings.environment()
+    if isinstance(handed, AsyncEngine):
+        asyncio.run(_run_on_engine(handed, environment))
+    elif isinstance(handed, Engine):
+        with handed.connect() as conn:
+            _run_sync(conn, environment, handed.url)
+    elif isinstance(handed, Connection):
+        _run_sync(handed, environment, handed.engine.url)
+    else:
+        raise ConfigurationError(
+            f"config.attributes['connection'] is a {type(handed).__name__}, not a "
+            "Connection, an Engine or an AsyncEngine"
+        )
+
+
+class IrreversibleCommandError(CommandError, NotImplementedError):
+    """A refused downgrade, for a caller of alembic.command: Alembic's error, and the
+    `NotImplementedError` that tools such as pytest-alembic read as a deliberate floor."""
 
 
 try:
     settings = load_settings()
     if context.is_offline_mode():
         run_migrations_offline()
+    elif config.attributes.get("connection") is not None:
+        run_migrations_on(config.attributes["connection"])
     else:
         asyncio.run(run_migrations_online())
 except DatabaseSetupError as exc:
     if config.cmd_opts is not None:  # the alembic command: one line on stderr, our exit code
         print(f"alembic: error: {exc}", file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
+    if isinstance(exc, NotImplementedError):
+        raise IrreversibleCommandError(str(exc)) from None
     raise CommandError(str(exc)) from None  # a caller of alembic.command gets Alembic's error

@@ -168,6 +168,18 @@ async def clone(admin: URL, template: str, name: str) -> URL:
     return admin.set(database=name)
 
 
+async def empty(admin: URL, name: str) -> URL:
+    """A new, empty database `name` (replacing any leftover of that name): for migrations
+    from nothing."""
+    conn = await connect(admin)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
+    finally:
+        await conn.close()
+    return admin.set(database=name)
+
+
 async def drop(admin: URL, name: str) -> None:
     conn = await connect(admin)
     try:

@@ -20,11 +20,13 @@ restored): `APP_ENV=test`, and `DATABASE_URL` set blank (which means unset and o
 Fixtures: `engine` (the worker's database), `session` (rolled back after the test, code
 under test may commit), `database_of_its_own` (a fresh clone for a test that commits, uses
 other connections or runs DDL; made one ahead in the background), `test_admin_url`,
-`test_template`, `test_settings`.
+`test_template`, `test_settings`; with pytest-alembic installed, its `alembic_config` and
+`alembic_engine` on this project's migrations (`app.testing.alembic`).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import AsyncIterator
 
@@ -177,3 +179,8 @@ async def database_of_its_own(
     yield make
     for name in made:
         await drop(test_server.admin_url, name)
+
+
+if importlib.util.find_spec("pytest_alembic") is not None:
+    # pytest-alembic's fixtures on this project's migrations: `pytest --test-alembic`.
+    from app.testing.alembic import alembic_config, alembic_engine  # noqa: F401

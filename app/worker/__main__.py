@@ -49,17 +49,68 @@ def _port(value: str) -> int:
 
 def parser() -> argparse.ArgumentParser:
     defaults = WorkerSettings()
-    p = argparse.ArgumentParser(prog="python -m app.worker", description=__doc__.splitlines()[2])
-    p.add_argument("collectors", help="MODULE:ATTRIBUTE, a mapping of collection type to collector")
-    p.add_argument("--concurrency", type=_count, default=defaults.concurrency, help="jobs at once")
-    p.add_argument(
-        "--pool-size", type=_count, default=defaults.pool_size, help="database connections"
+    p = argparse.ArgumentParser(
+        prog="python -m app.worker",
+        description=(
+            "Run a worker process. It claims the collection jobs whose every type has a "
+            "collector in MODULE:ATTRIBUTE, runs them with live progress, and hands them "
+            "back with their progress on SIGTERM or SIGINT (a second signal stops at once). "
+            "Jobs with a type it has no collector for are left to other workers. Bad "
+            "arguments or collectors: one line, exit 2, before anything is claimed."
+        ),
+        epilog="app.worker.demo:COLLECTORS are demo collectors. See docs/worker.md.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--poll-interval", type=_positive, default=defaults.poll_interval)
-    p.add_argument("--heartbeat", type=_positive, default=defaults.heartbeat_seconds)
-    p.add_argument("--rescue-timeout", type=_positive, default=defaults.rescue_timeout)
-    p.add_argument("--grace", type=_positive, default=defaults.grace_seconds)
-    p.add_argument("--retries", type=int, default=defaults.retries)
+    p.add_argument(
+        "collectors",
+        metavar="MODULE:ATTRIBUTE",
+        help="a mapping of collection type to async collector, such as mymodule:COLLECTORS",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=_count,
+        default=defaults.concurrency,
+        help="how many jobs this process runs at once",
+    )
+    p.add_argument(
+        "--pool-size",
+        type=_count,
+        default=defaults.pool_size,
+        help="database connections for claims, reports and ends (heartbeat and LISTEN "
+        "have one each)",
+    )
+    p.add_argument(
+        "--poll-interval",
+        type=_positive,
+        default=defaults.poll_interval,
+        help="seconds between looks at the queue when no notification came",
+    )
+    p.add_argument(
+        "--heartbeat",
+        type=_positive,
+        default=defaults.heartbeat_seconds,
+        help="seconds between heartbeats",
+    )
+    p.add_argument(
+        "--rescue-timeout",
+        type=_positive,
+        default=defaults.rescue_timeout,
+        help="seconds without a heartbeat after which a job's worker counts as gone and "
+        "the job is rescued (more than twice --heartbeat)",
+    )
+    p.add_argument(
+        "--grace",
+        type=_positive,
+        default=defaults.grace_seconds,
+        help="on SIGTERM, seconds running jobs may take to finish before they are handed back",
+    )
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=defaults.retries,
+        help="retries of a collector's own error, with backoff, before the job fails "
+        "(an outage of the database never uses them)",
+    )
     p.add_argument(
         "--stuck-after",
         type=_positive,
@@ -71,17 +122,18 @@ def parser() -> argparse.ArgumentParser:
         type=StuckAction,
         choices=list(StuckAction),
         default=defaults.stuck_action,
-        help="what to do with a stuck job (default: log it)",
+        help="what to do with a stuck job: log it, fail it, or requeue it with its progress",
     )
     p.add_argument(
-        "--no-listen", action="store_true", help="poll only (PgBouncer, transaction mode)"
+        "--no-listen",
+        action="store_true",
+        help="poll only, without LISTEN (PgBouncer in transaction mode without WORKER_LISTEN_URL)",
     )
     p.add_argument(
         "--metrics-port",
         type=_port,
-        help="serve Prometheus metrics on this port (/metrics; needs the 'metrics' extra)",
+        help="serve Prometheus metrics on this port at /metrics (needs the 'metrics' extra)",
     )
-
     return p
 
 
