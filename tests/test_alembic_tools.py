@@ -15,9 +15,11 @@ import pytest
 from alembic import command
 from alembic.util import CommandError
 
+from app.db.engine import create_engine
 from app.db.migrate.steps import IrreversibleMigrationError, alembic_config
 from app.db.settings import Environment
 from tests.conftest import ScratchFactory
+from tests.helpers.guide import fetch
 from tests.helpers.tools import alembic
 
 
@@ -57,3 +59,23 @@ async def test_the_floor_below_the_baseline_is_a_not_implemented_error(
     with pytest.raises(CommandError, match="refusing to downgrade below") as refused:
         await alembic(url, "downgrade", "base")
     assert isinstance(refused.value, NotImplementedError)
+
+
+async def test_a_handed_engine_is_migrated_as_the_caller_asks(scratch_db: ScratchFactory) -> None:
+    """pytest-alembic and Alembic's cookbook hand env.py an engine in
+    `config.attributes["connection"]`: that database is migrated, not the settings' one."""
+    url = await scratch_db()
+    engine = create_engine(url, null_pool=True)
+    try:
+        config = alembic_config()
+        config.attributes["connection"] = engine
+        config.attributes["environment"] = Environment.TEST
+        await asyncio.to_thread(command.upgrade, config, "head")
+        config.attributes["connection"] = "postgresql://elsewhere"
+        with pytest.raises(CommandError, match="is a str, not a Connection"):
+            await asyncio.to_thread(command.upgrade, config, "head")
+    finally:
+        await engine.dispose()
+    assert await fetch(url, "SELECT to_regclass('collection_job_attempts') IS NOT NULL") == [
+        (True,)
+    ]

@@ -54,10 +54,13 @@ def _include_object(
     return not (type_ == "table" and name == MARKER_TABLE)
 
 
+# The caller may compare against other models (tests, in a throwaway copy); None, as
+# pytest-alembic hands it when a team configured none, counts as none handed. A name of
+# env.py's own, as Alembic's template has it, for the tools that look for it there.
+target_metadata = config.attributes.get("target_metadata") or Base.metadata
+
 OPTIONS: dict[str, Any] = {
-    # The caller may compare against other models (tests, in a throwaway copy); None, as
-    # pytest-alembic hands it when a team configured none, counts as none handed.
-    "target_metadata": config.attributes.get("target_metadata") or Base.metadata,
+    "target_metadata": target_metadata,
     "process_revision_directives": rewrite,
     "compare_type": True,
     "compare_server_default": True,
@@ -180,7 +183,9 @@ async def _run_on_engine(engine: AsyncEngine, environment: Environment) -> None:
 def run_migrations_on(handed: object) -> None:
     """On what the caller hands over (`config.attributes["connection"]`, as pytest-alembic
     and Alembic's cookbook do: a connection, an engine or an async engine): its database,
-    in the caller's environment (the settings' unless given)."""
+    in the caller's environment (the settings' unless given). A handed connection is used
+    as env.py uses its own (the lock, the marker, a commit per revision): the lock-safe
+    steps build indexes CONCURRENTLY, which no transaction of the caller's can hold."""
     environment = config.attributes.get("environment") or settings.environment()
     if isinstance(handed, AsyncEngine):
         asyncio.run(_run_on_engine(handed, environment))

@@ -7,6 +7,10 @@ from app.models.data_collection_log import DataCollectionLog
 from app.models.enums import AttemptOutcome, CollectionType, JobStatus, LogStatus
 from app.models.worker import CollectionJobAttempt, CollectionWorker
 
+metadata = Base.metadata
+"""Every model's table, once this package is imported: what Alembic compares against
+(pytest-alembic's `all_models_register_on_metadata` finds the models' package by it)."""
+
 __all__ = [
     "Analyst",
     "AttemptOutcome",
@@ -18,4 +22,5 @@ __all__ = [
     "DataCollectionLog",
     "JobStatus",
     "LogStatus",
+    "metadata",
 ]
