@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.engine import autocommit, create_engine
+from app.db.engine import create_engine, create_pool
 from app.models import CollectionJob, CollectionType
 from app.services import collection_jobs as jobs
 from app.testing.factories import make_running_job
@@ -65,13 +65,13 @@ async def service_alone(url: URL, running: list[CollectionJob], seconds: float) 
 async def runtime(
     url: URL, running: list[CollectionJob], seconds: float, observer: Observer
 ) -> float:
-    # The worker's engine, as `Worker.run` makes it.
-    engine = create_engine(url, pool_size=5, max_overflow=0, pre_ping=False)
+    # The worker's pool, as `Worker.run` makes it.
+    pool = await create_pool(url, size=5, application_name="collection-worker")
     try:
 
         class Sender:  # as a running job's `JobRun.send` sends, without the outage wait
             async def send(self, what: str, call: Any) -> Any:
-                async with autocommit(engine) as conn:
+                async with pool.acquire() as conn:
                     return await call(conn)
 
         def reporter(job: CollectionJob) -> Report:
@@ -86,7 +86,7 @@ async def runtime(
 
         return await race([reporter(job) for job in running], seconds)
     finally:
-        await engine.dispose()
+        await pool.close()
 
 
 async def race(reports: list[Report], seconds: float) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -145,6 +146,49 @@ async def connect(
             server_settings={"application_name": application_name},
             statement_cache_size=statement_cache_size,
         )
+
+
+async def create_pool(
+    url: URL | str,
+    *,
+    size: int,
+    connect_timeout: float = 10.0,
+    command_timeout: float | None = None,
+    application_name: str = "collection-jobs",
+    statement_cache_size: int = 100,
+) -> asyncpg.Pool:
+    """A plain asyncpg pool of `size` connections, for a caller whose statements are all
+    the service's, written once and sent by the driver (the worker): a checkout costs no
+    SQLAlchemy work. JSON comes back decoded, as from the engines. `statement_cache_size=0`
+    keeps no named statements (PgBouncer in transaction mode)."""
+    url = as_url(url)
+    with translate_connect_errors(url):
+        pool = await asyncpg.create_pool(
+            **asyncpg_connect_args(url),
+            min_size=1,
+            max_size=size,
+            timeout=connect_timeout,
+            command_timeout=command_timeout,
+            server_settings={"application_name": application_name},
+            statement_cache_size=statement_cache_size,
+            init=_decode_json,
+            # A released connection is rolled back if a transaction was left open, and
+            # nothing more: the service's statements leave no session state (no SET, no
+            # LISTEN, no session lock), so asyncpg's full reset would only cost a round trip
+            # on every release.
+            reset=_nothing_to_reset,
+        )
+    assert pool is not None
+    return pool
+
+
+async def _nothing_to_reset(conn: asyncpg.Connection) -> None:
+    return None
+
+
+async def _decode_json(conn: asyncpg.Connection) -> None:
+    for kind in ("json", "jsonb"):
+        await conn.set_type_codec(kind, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
 @contextmanager

@@ -22,9 +22,6 @@ from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from typing import TYPE_CHECKING, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from app.db.engine import autocommit
 from app.db.errors import first_line
 from app.db.faults import describe, is_outage
 from app.models import AttemptOutcome, CollectionJob
@@ -80,8 +77,8 @@ class _TypeFailed(Exception):
 class JobRun:
     """One job of `worker`, in one attempt (`claimed`); `await run()` until it has ended."""
 
-    def __init__(self, worker: Worker, engine: AsyncEngine, claimed: jobs.Claimed) -> None:
-        self.worker, self.engine = worker, engine
+    def __init__(self, worker: Worker, claimed: jobs.Claimed) -> None:
+        self.worker = worker
         self.job: CollectionJob = claimed.job
         self.run_ = claimed.run
         self.reason: StopReason | None = None
@@ -128,10 +125,10 @@ class JobRun:
                 delay = min(delay * 2, self.worker.settings.heartbeat_seconds)
 
     async def send(self, what: str, call: Callable[[jobs.Executor], Awaitable[T]]) -> T:
-        """`call` on a pooled connection in autocommit mode, through `persist`."""
+        """`call` on one of the worker's pooled connections, through `persist`."""
 
         async def once() -> T:
-            async with autocommit(self.engine) as conn:
+            async with self.worker.connection() as conn:
                 return await call(conn)
 
         return await self.persist(what, once)
@@ -144,9 +141,13 @@ class JobRun:
         try:
             try:
                 await self._collect_all()
-                finished = await self.send(
-                    "complete the job", lambda c: jobs.complete_run(c, self.run_)
+                finished = await self.persist(
+                    "complete the job",
+                    lambda: self.worker.completions.complete(self.worker.connection, self.run_),
                 )
+                if finished is None:  # not this run's any more: the service says why
+                    await self.send("complete the job", lambda c: jobs.complete_run(c, self.run_))
+                    raise AssertionError("complete_run completed what its batch could not")
                 log.info("job %s: completed", self.job.id)
                 self.worker.metrics.ended(AttemptOutcome.COMPLETED)
                 self.worker.metrics.estimate_errors(self.reporter.estimate_errors(finished))

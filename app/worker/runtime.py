@@ -17,13 +17,14 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 from sqlalchemy.engine import URL
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.db.engine import autocommit, create_engine
+from app.db.engine import create_pool
 from app.db.errors import DatabaseSetupError
 from app.db.faults import describe, is_outage
 from app.services import collection_jobs as jobs
+from app.worker.batching import Completions
 from app.worker.collectors import Collectors
 from app.worker.heartbeat import Heartbeat
 from app.worker.job import JobRun, StatementBug, StopReason, StuckAction
@@ -73,6 +74,17 @@ class WorkerSettings:
     """False behind PgBouncer in transaction mode (DB_DISABLE_PREPARED_STATEMENTS)."""
 
 
+class _Connections:
+    """The worker's pool: `async with connections() as conn`, a checkout that gives up
+    after the link timeout rather than wait for a dead server."""
+
+    def __init__(self, pool: asyncpg.Pool, timeout: float) -> None:
+        self._pool, self._timeout = pool, timeout
+
+    def __call__(self) -> Any:
+        return self._pool.acquire(timeout=self._timeout)
+
+
 @dataclass
 class _Running:
     job: JobRun
@@ -107,6 +119,8 @@ class Worker:
         self._hurry = False
         self._heartbeat: Heartbeat | None = None
         self._bug: StatementBug | None = None
+        self._pool: _Connections | None = None
+        self.completions = Completions()
         self.metrics = metrics
 
     # --- control -------------------------------------------------------------------------
@@ -116,6 +130,11 @@ class Worker:
         self._hurry = self._stopping
         self._stopping = True
         self._wake.set()
+
+    def connection(self) -> Any:
+        """`async with worker.connection() as conn`: one of its pooled connections."""
+        assert self._pool is not None, "the worker is not running"
+        return self._pool()
 
     def giving_up(self) -> bool:
         """Whether a job's write should stop waiting for the database: only a worker that
@@ -172,25 +191,26 @@ class Worker:
         # How long one connection or statement may take before the link counts as dead:
         # well inside the rescue timeout, so the worker notices before a rescuer acts.
         link_timeout = max(2.0, s.rescue_timeout / 2)
-        engine = create_engine(
+        # Every statement is the service's, written once and sent by the driver: a pool of
+        # plain asyncpg connections, each statement its own transaction, no SQLAlchemy
+        # work per checkout. No ping before a statement: a dead connection fails it, and
+        # every caller waits for the database and sends it again anyway.
+        pool = await create_pool(
             self.url,
-            pool_size=s.pool_size,
-            max_overflow=0,
+            size=s.pool_size,
             application_name="collection-worker",
             connect_timeout=link_timeout,
-            disable_prepared_statements=not s.prepared_statements,
             # A dead link must fail a statement, not hang it: the loop then retries, and a
             # shutdown always finishes.
             command_timeout=link_timeout,
-            # No ping before every statement: a dead connection fails the statement, and
-            # the loop retries it anyway.
-            pre_ping=False,
+            statement_cache_size=100 if s.prepared_statements else 0,
         )
+        self._pool = _Connections(pool, link_timeout)
         loop = asyncio.get_running_loop()
         listener: Listener | None = None
         upkeep: asyncio.Task[None] | None = None
         try:
-            async with autocommit(engine) as conn:
+            async with self.connection() as conn:
                 worker_id = await jobs.register_worker(conn, self.name)
             self._heartbeat = Heartbeat(
                 self.url,
@@ -224,11 +244,11 @@ class Worker:
                 s.concurrency,
                 "listening for new jobs" if s.listen else f"polling every {s.poll_interval:g}s",
             )
-            upkeep = asyncio.create_task(self._upkeep(engine))
-            await self._work(engine, worker_id, until_empty)
+            upkeep = asyncio.create_task(self._upkeep())
+            await self._work(worker_id, until_empty)
             await self._shut_down()
             try:
-                async with autocommit(engine) as conn:
+                async with self.connection() as conn:
                     await jobs.worker_stopped(conn, worker_id)
             except Exception as exc:
                 log.warning("could not record this worker's stop (%s)", describe(exc))
@@ -242,8 +262,10 @@ class Worker:
             # Closing politely waits for the server: over a dead link, give up after a while.
             if listener is not None:
                 await listener.close(give_up_after=s.heartbeat_seconds)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(engine.dispose(), link_timeout)
+            try:
+                await asyncio.wait_for(pool.close(), link_timeout)
+            except Exception:
+                pool.terminate()
         if self._bug is not None:
             raise WorkerBugError(str(self._bug))
 
@@ -259,7 +281,7 @@ class Worker:
         self._wanted = True
         self._wake.set()
 
-    async def _upkeep(self, engine: AsyncEngine) -> None:
+    async def _upkeep(self) -> None:
         """Every heartbeat interval: rescue the jobs of gone workers (once this worker has
         itself been linked for a rescue timeout: after an outage, the living are given
         time to be heard), check its own jobs for being stuck, and read the queue for the
@@ -271,7 +293,7 @@ class Worker:
                 linked = self._heartbeat is not None and (
                     self._heartbeat.linked_for() >= s.rescue_timeout
                 )
-                async with autocommit(engine) as conn:
+                async with self.connection() as conn:
                     rescued = (
                         await jobs.rescue(conn, s.rescue_timeout, s.max_lost_attempts)
                         if linked
@@ -296,13 +318,13 @@ class Worker:
             self._check_stuck()
             await asyncio.sleep(s.heartbeat_seconds)
 
-    async def _work(self, engine: AsyncEngine, worker_id: uuid.UUID, until_empty: bool) -> None:
+    async def _work(self, worker_id: uuid.UUID, until_empty: bool) -> None:
         """Claim and wait, until stopped. An outage is retried with backoff, one line each
         time, never a crash; a bug stops the worker (its jobs handed back) loudly."""
         backoff = 0.0
         while not self._stopping:
             try:
-                if await self._claim_and_wait(engine, worker_id, until_empty):
+                if await self._claim_and_wait(worker_id, until_empty):
                     return
                 backoff = 0.0
             except Exception as exc:
@@ -318,9 +340,7 @@ class Worker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), backoff * random.uniform(0.8, 1.2))
 
-    async def _claim_and_wait(
-        self, engine: AsyncEngine, worker_id: uuid.UUID, until_empty: bool
-    ) -> bool:
+    async def _claim_and_wait(self, worker_id: uuid.UUID, until_empty: bool) -> bool:
         """One round: claim up to the concurrency, wait for a wake-up, a finished job or
         the poll interval. True when `until_empty` and nothing is left."""
         s = self.settings
@@ -330,12 +350,12 @@ class Worker:
         claimed_any = False
         while self._wanted and len(self._running) < s.concurrency and not self._stopping:
             free = s.concurrency - len(self._running)
-            async with autocommit(engine) as conn:
+            async with self.connection() as conn:
                 # One statement, its own transaction: the jobs claimed, as they are now.
                 claimed = await jobs.claim_jobs(conn, worker_id, sorted(self.collectors), free)
             for one in claimed:
                 self.metrics.claimed(one.waited)
-                self._start(engine, one)
+                self._start(one)
             claimed_any = claimed_any or bool(claimed)
             if len(claimed) < free:
                 self._wanted = False
@@ -357,7 +377,7 @@ class Worker:
         self.metrics.running(len(self._running))
         return False
 
-    def _start(self, engine: AsyncEngine, claimed: jobs.Claimed) -> None:
+    def _start(self, claimed: jobs.Claimed) -> None:
         job = claimed.job
         log.info(
             "job %s: %s, %s to %s%s",
@@ -367,7 +387,7 @@ class Worker:
             f"{job.end_date:%Y-%m-%d}",
             f" (resuming at {job.overall_progress}%)" if job.progress else "",
         )
-        run = JobRun(self, engine, claimed)
+        run = JobRun(self, claimed)
         task = asyncio.create_task(run.run())
         now = asyncio.get_running_loop().time()
         self._running[claimed.attempt_id] = _Running(run, task, now)

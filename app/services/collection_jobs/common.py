@@ -15,13 +15,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.models import Base, CollectionJob, CollectionJobAttempt, DataCollectionLog
 
-Executor = AsyncSession | AsyncConnection
+Executor = AsyncSession | AsyncConnection | asyncpg.Connection
 """Where the one-statement worker calls run: a session inside the caller's unit of work, or
-a connection in autocommit mode, where each call is its own transaction and costs one
-round trip instead of three (BEGIN, the statement, COMMIT)."""
+a connection in autocommit mode (SQLAlchemy's, or a plain asyncpg one, as the worker's
+pool and heartbeat hold), where each call is its own transaction and costs one round trip
+instead of three (BEGIN, the statement, COMMIT)."""
 
-Database = AsyncSession | AsyncConnection | asyncpg.Connection
-"""An `Executor`, or a plain asyncpg connection (the heartbeat thread's)."""
+Database = Executor
 
 JOBS = Base.metadata.tables[CollectionJob.__tablename__]
 LOGS = Base.metadata.tables[DataCollectionLog.__tablename__]
@@ -102,3 +102,10 @@ async def _invalidate(db: Database, exc: BaseException) -> None:
         exception = exc if isinstance(exc, Exception) else None
         with contextlib.suppress(Exception):
             await db.invalidate(exception)
+
+
+JOB_STATE = statement(
+    "read the job's state",
+    "SELECT status, collection_types, started_at FROM collection_jobs WHERE id = :job",
+)
+"""A job's status, types and run: what a refused write reads to say why."""

@@ -44,7 +44,7 @@ from app.models import (
 from app.models.base import TIMESTAMPTZ
 from app.models.collection_job import ERROR_MESSAGE_MAX_LENGTH
 from app.services.collection_jobs import inputs as check
-from app.services.collection_jobs.common import ATTEMPTS, JOBS, Executor, now
+from app.services.collection_jobs.common import ATTEMPTS, JOB_STATE, JOBS, Executor, fetch, now
 from app.services.collection_jobs.errors import (
     CollectionJobError,
     InvalidTransitionError,
@@ -280,10 +280,10 @@ async def _move(
 
 async def refuse_move(db: Executor, job_id: uuid.UUID, target: JobStatus) -> CollectionJobError:
     """Why one job did not move to `target`: it does not exist, or its status forbids it."""
-    found = (await db.execute(select(JOBS.c.status).where(JOBS.c.id == job_id))).one_or_none()
-    if found is None:
+    found = await fetch(db, JOB_STATE, {"job": job_id})
+    if not found:
         return JobNotFoundError(job_id)
-    return InvalidTransitionError(job_id, JobStatus(found.status), target)
+    return InvalidTransitionError(job_id, JobStatus(found[0][0]), target)
 
 
 async def _move_one(

@@ -32,7 +32,14 @@ from app.models import (
 )
 from app.models.base import TIMESTAMPTZ
 from app.services.collection_jobs import inputs as check
-from app.services.collection_jobs.common import JOBS, LOGS, Executor, fetch, statement
+from app.services.collection_jobs.common import (
+    JOB_STATE,
+    JOBS,
+    LOGS,
+    Executor,
+    fetch,
+    statement,
+)
 from app.services.collection_jobs.errors import (
     JobNotFoundError,
     JobValidationError,
@@ -159,16 +166,10 @@ async def add_job_logs(
     # statement (PgBouncer in transaction mode cannot keep one between two messages).
     written = len(await fetch(db, _ADD_LOGS, params))
     if written == 0:
-        found = (
-            await db.execute(
-                select(JOBS.c.collection_types, JOBS.c.status, JOBS.c.started_at).where(
-                    JOBS.c.id == job_id
-                )
-            )
-        ).one_or_none()
-        if found is None:
+        found = await fetch(db, JOB_STATE, {"job": job_id})
+        if not found:
             raise JobNotFoundError(job_id)
-        types, status, started_at = found
+        status, types, started_at = found[0]
         if run_started_at is not None:
             raise not_this_run(job_id, JobStatus(status), started_at, run_started_at, "logs")
         index, wrong = next(

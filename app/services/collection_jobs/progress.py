@@ -26,13 +26,12 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
 from app.models import (
-    CollectionJob,
     CollectionType,
     JobStatus,
 )
 from app.models.base import TIMESTAMPTZ
 from app.services.collection_jobs import inputs as check
-from app.services.collection_jobs.common import JOBS, Executor, fetch, now, statement
+from app.services.collection_jobs.common import JOB_STATE, JOBS, Executor, fetch, now, statement
 from app.services.collection_jobs.errors import (
     CollectionJobError,
     JobNotFoundError,
@@ -180,23 +179,18 @@ async def report_progress(
 async def _why_not_recorded(
     db: Executor, job_id: uuid.UUID, collection_type: str, run: datetime | None
 ) -> CollectionJobError:
-    row = (
-        await db.execute(
-            select(
-                CollectionJob.status, CollectionJob.collection_types, CollectionJob.started_at
-            ).where(CollectionJob.id == job_id)
-        )
-    ).one_or_none()
-    if row is None:
+    rows = await fetch(db, JOB_STATE, {"job": job_id})
+    if not rows:
         return JobNotFoundError(job_id)
-    if row.status is not JobStatus.RUNNING:
-        return JobNotRunningError(job_id, row.status)
-    if collection_type not in row.collection_types:
+    status, types, started_at = JobStatus(rows[0][0]), rows[0][1], rows[0][2]
+    if status is not JobStatus.RUNNING:
+        return JobNotRunningError(job_id, status)
+    if collection_type not in types:
         return JobValidationError(
             "collection_type",
-            f"{collection_type} is not one of this job's types ({', '.join(row.collection_types)})",
+            f"{collection_type} is not one of this job's types ({', '.join(types)})",
         )
-    if run is not None and run != row.started_at:
-        return JobNotRunningError(job_id, row.status, " again in a newer run")
+    if run is not None and run != started_at:
+        return JobNotRunningError(job_id, status, " again in a newer run")
     # It was not running at the update and is running now: a claim came in between.
-    return JobNotRunningError(job_id, row.status, " in a run that began after this report")
+    return JobNotRunningError(job_id, status, " in a run that began after this report")

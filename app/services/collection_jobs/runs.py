@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.models import AttemptOutcome, CollectionJob, CollectionType, JobStatus
 from app.services.collection_jobs import inputs as check
 from app.services.collection_jobs.common import (
+    JOB_STATE,
     JOBS,
     Database,
     Executor,
@@ -153,6 +154,27 @@ _COMPLETE = _end_run(
        overall_progress = '100.0', estimated_completion_time = NULL""",
     "completed_at",
 )
+_COMPLETE_MANY = statement(
+    "complete jobs",
+    """
+WITH runs AS (
+    SELECT * FROM unnest(CAST(:jobs AS uuid[]), CAST(:runs AS timestamptz[]),
+                         CAST(:attempts AS uuid[])) AS r(job, run, attempt)
+), job AS (
+    UPDATE collection_jobs j SET status = 'completed', completed_at = statement_timestamp(),
+           progress = (SELECT jsonb_object_agg(t, 100) FROM unnest(j.collection_types) AS t),
+           overall_progress = '100.0', estimated_completion_time = NULL,
+           updated_at = statement_timestamp()
+    FROM runs
+    WHERE j.id = runs.job AND j.status = 'running' AND j.started_at = runs.run
+    RETURNING j.id, j.completed_at, runs.attempt
+), ended AS (
+    UPDATE collection_job_attempts a SET ended_at = now(), outcome = 'completed'
+    FROM job WHERE a.id = job.attempt AND a.ended_at IS NULL
+)
+SELECT id, completed_at FROM job
+""",
+)
 _FAIL = _end_run(
     "fail the job",
     AttemptOutcome.FAILED,
@@ -241,6 +263,7 @@ STATEMENTS = (
     _CLAIM_ONE,
     _HEARTBEAT,
     _COMPLETE,
+    _COMPLETE_MANY,
     _FAIL,
     _RELEASE,
     _STOPPED_FROM_OUTSIDE,
@@ -332,6 +355,19 @@ async def complete_run(db: Executor, run: Run) -> datetime:
     return finished
 
 
+async def complete_runs(db: Executor, runs: Sequence[Run]) -> dict[uuid.UUID, datetime]:
+    """`complete_run` of several runs in one statement (the worker's ends that come
+    together): job id -> `completed_at` of each one completed; a run missing from it was
+    not its job's any more (`complete_run` says why)."""
+    params = {
+        "jobs": [r.job_id for r in runs],
+        "runs": [r.started_at for r in runs],
+        "attempts": [r.attempt_id for r in runs],
+    }
+    rows = await fetch(db, _COMPLETE_MANY, params)
+    return {row[0]: row[1] for row in rows}
+
+
 async def fail_run(db: Executor, run: Run, error_message: str) -> None:
     """Fail the job with `error_message` (cut to the column) and end its attempt
     `failed`; `JobNotRunningError` when the run is not the job's any more."""
@@ -375,16 +411,12 @@ def _params(run: Run) -> dict[str, Any]:
 
 
 async def _not_this_run(db: Executor, run: Run, what: str) -> Exception:
-    rows = await fetch(db, _JOB_STATE, {"job": run.job_id})
+    rows = await fetch(db, JOB_STATE, {"job": run.job_id})
     if not rows:
         return JobNotFoundError(run.job_id)
-    status, started_at = rows[0]
+    status, _types, started_at = rows[0]
     return not_this_run(run.job_id, JobStatus(status), started_at, run.started_at, what)
 
-
-_JOB_STATE = statement(
-    "read the job's state", "SELECT status, started_at FROM collection_jobs WHERE id = :job"
-)
 
 __all__ = [
     "ATTEMPT_STOPPED",
@@ -394,6 +426,7 @@ __all__ = [
     "claim_jobs",
     "claim_next_job",
     "complete_run",
+    "complete_runs",
     "end_stopped_run",
     "fail_run",
     "heartbeat",
