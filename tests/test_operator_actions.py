@@ -226,7 +226,12 @@ async def test_a_stopped_database_is_never_charged_to_a_collector(tmp_path: Path
             await init_db(engine, environment=Environment.TEST)
             db = Database(url, engine)
             job_ids = await db.new_jobs(50, ["news", "disclosure"])
-            workers = [await start(url, "--concurrency", "25", "--retries", "1") for _ in range(2)]
+            # The outage outlasts the rescue timeout (5 s) twice over; a loaded machine's late
+            # heartbeats do not reach it by chance.
+            workers = [
+                await start(url, "--concurrency", "25", "--retries", "1", "--rescue-timeout", "5")
+                for _ in range(2)
+            ]
             try:
                 await wait_for_progress(db, job_ids[0], 20)
                 await asyncio.to_thread(restart, 10.0)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import time
 from dataclasses import replace
 
@@ -30,6 +31,7 @@ from tests.helpers.workers import (
     working,
 )
 from tests.worker_collectors import AT_ONCE, AT_ONCE_COLLECTORS, FLAKY, FOREVER, STOPPED_AT
+from tests.worker_collectors import STEADY as STEADY_COLLECTORS
 
 
 async def claimed_by_a_gone_worker(db: Database, count: int) -> list[jobs.Claimed]:
@@ -153,3 +155,19 @@ async def test_at_most_four_types_of_a_job_collect_at_once(db: Database) -> None
     async with working(Worker(db.url, AT_ONCE_COLLECTORS, FAST)):
         assert await wait_until_all_completed(db, 20) == 0
     assert AT_ONCE[job_id][1] == 4
+
+
+async def test_a_worker_whose_listening_link_does_not_answer_starts_and_polls(
+    db: Database,
+) -> None:
+    """A LISTEN link that never answers (here a socket nobody serves) is the watcher's to
+    retry: the worker starts, polls meanwhile, and runs its jobs."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never answers
+        port = silent.getsockname()[1]
+        settings = replace(
+            FAST, poll_interval=0.2, listen_url=db.url.set(host="127.0.0.1", port=port)
+        )
+        [job_id] = await db.new_jobs(1, ["news"])
+        async with working(Worker(db.url, STEADY_COLLECTORS, settings)):
+            assert await wait_until_all_completed(db, 20) == 0
+    assert [a.outcome for a in await db.attempts(job_id)] == ["completed"]

@@ -221,6 +221,9 @@ class JobRun:
                 if unfinished:  # the last type's 100 comes with the job's completion
                     await self.reporter.report(collection_type, 100.0)
 
+        if len(self.job.collection_types) == 1:  # no group to wait on: it starts at once
+            await one(self.job.collection_types[0])
+            return
         try:
             async with asyncio.TaskGroup() as group:
                 for collection_type in self.job.collection_types:

@@ -25,8 +25,9 @@ Heard = Callable[[str, str], None]
 
 
 class Listener:
-    """`await start()` connects (a failure there is the caller's, as any startup's); from
-    then on the connection is watched and replaced in a task of its own until `close()`."""
+    """`await start()` connects (or, the link not answering, leaves that to the watcher);
+    from then on the connection is watched and replaced in a task of its own until
+    `close()`."""
 
     def __init__(
         self,
@@ -48,7 +49,12 @@ class Listener:
         self._keeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._conn = await self._connect()
+        """Listen, or, when the link does not answer, poll until it does: a worker that
+        starts during an outage works as soon as the database is back."""
+        try:
+            self._conn = await self._connect()
+        except Exception as exc:
+            log.warning("cannot listen yet (%s); polling meanwhile", first_line(exc))
         self._keeper = asyncio.create_task(self._keep())
 
     async def close(self, give_up_after: float) -> None:
@@ -75,8 +81,9 @@ class Listener:
         )
         try:
             conn.add_termination_listener(lambda _conn: self._ended.set())
-            for channel in self._channels:
-                await conn.add_listener(channel, self._notified)
+            async with asyncio.timeout(self._ping_timeout):  # a link gone silent meanwhile
+                for channel in self._channels:
+                    await conn.add_listener(channel, self._notified)
         except BaseException:
             conn.terminate()
             raise

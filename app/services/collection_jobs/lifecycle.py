@@ -24,24 +24,22 @@ from sqlalchemy import (
     ColumnElement,
     Text,
     cast,
-    exists,
+    column,
     func,
-    insert,
     literal,
     select,
+    text,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, UUID
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import (
-    Analyst,
     AttemptOutcome,
     CollectionJob,
     CollectionType,
     JobStatus,
 )
-from app.models.base import TIMESTAMPTZ
 from app.models.collection_job import ERROR_MESSAGE_MAX_LENGTH
 from app.services.collection_jobs import inputs as check
 from app.services.collection_jobs.common import ATTEMPTS, JOB_STATE, JOBS, Executor, fetch, now
@@ -52,7 +50,7 @@ from app.services.collection_jobs.errors import (
     JobValidationError,
     not_this_run,
 )
-from app.services.collection_jobs.notify import ATTEMPT_STOPPED, JOB_CREATED, notify
+from app.services.collection_jobs.notify import ATTEMPT_STOPPED, JOB_CREATED
 
 # --- Create --------------------------------------------------------------------------------
 
@@ -106,31 +104,42 @@ async def create_job(
     start_date: datetime,
     end_date: datetime,
 ) -> CollectionJob:
-    """Add a pending job. One INSERT that writes nothing when the analyst does not exist,
-    so a bad analyst id is a validation error and the caller's transaction stays usable.
-    Waiting workers are notified (`JOB_CREATED`) when the caller commits."""
+    """Add a pending job. One statement, built once: the INSERT, which writes nothing when
+    the analyst does not exist (so a bad analyst id is a validation error and the caller's
+    transaction stays usable), and the notice to waiting workers (`JOB_CREATED`), sent
+    when the caller commits."""
     request = validate_new_job(
         analyst_id=analyst_id,
         collection_types=collection_types,
         start_date=start_date,
         end_date=end_date,
     )
-    row = select(
-        literal(request.analyst_id, UUID(as_uuid=True)),
-        literal([t.value for t in request.collection_types], ARRAY(Text)),
-        literal(request.start_date, TIMESTAMPTZ),
-        literal(request.end_date, TIMESTAMPTZ),
-    ).where(exists().where(Analyst.id == request.analyst_id))
-    statement = (
-        insert(CollectionJob)
-        .from_select(["analyst_id", "collection_types", "start_date", "end_date"], row)
-        .returning(CollectionJob)
-    )
-    job = (await session.scalars(statement)).one_or_none()
+    params = {
+        "analyst": request.analyst_id,
+        "types": [t.value for t in request.collection_types],
+        "start": request.start_date,
+        "end": request.end_date,
+    }
+    job: CollectionJob | None = (await session.scalars(_CREATE, params)).one_or_none()
     if job is None:
         raise JobValidationError("analyst_id", f"no analyst with id {request.analyst_id}")
-    await notify(session, JOB_CREATED, job.id)
     return job
+
+
+_JOB_NAMES = ", ".join(c.name for c in JOBS.c)
+_CREATE = select(CollectionJob).from_statement(
+    text(
+        f"""
+WITH job AS (
+    INSERT INTO collection_jobs (analyst_id, collection_types, start_date, end_date)
+    SELECT :analyst, CAST(:types AS text[]), :start, :end
+    WHERE EXISTS (SELECT FROM analysts WHERE id = :analyst)
+    RETURNING {_JOB_NAMES}
+)
+SELECT {_JOB_NAMES}, pg_notify('{JOB_CREATED}', CAST(id AS text)) AS notified FROM job
+"""
+    ).columns(*JOBS.c, column("notified"))
+)
 
 
 # --- The table of allowed moves ------------------------------------------------------------

@@ -7,11 +7,6 @@ never for a change that was not written.
 
 from __future__ import annotations
 
-import uuid
-
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
-
 JOB_CREATED = "collection_jobs_created"
 """Channel: a job became pending (created, requeued, retried, handed back, rescued);
 payload: its id. Waiting workers look at the queue."""
@@ -19,8 +14,3 @@ ATTEMPT_STOPPED = "collection_job_attempts_stopped"
 """Channel: a live attempt was ended by someone other than its worker (cancel, requeue,
 fail); payload: the attempt's id. Its worker stops that attempt's collectors at once, and
 only those: a newer attempt of the same job is not touched."""
-
-
-async def notify(session: AsyncSession, channel: str, payload: uuid.UUID) -> None:
-    """Queue a notification on `channel` for when the session's transaction commits."""
-    await session.execute(select(func.pg_notify(channel, str(payload))))
