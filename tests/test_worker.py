@@ -6,6 +6,7 @@ mid-job is replaced by another that finishes it."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import signal
@@ -15,6 +16,7 @@ import uuid
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select, text
@@ -99,7 +101,7 @@ async def test_jobs_run_to_completion_with_progress_logs_and_their_attempt(db: D
 
 
 async def test_many_jobs_at_once_share_a_bounded_pool_and_are_claimed_in_batches(
-    db: Database,
+    db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     job_ids = await db.new_jobs(24, ["news", "disclosure"])
     seen: list[int] = []
@@ -117,6 +119,15 @@ async def test_many_jobs_at_once_share_a_bounded_pool_and_are_claimed_in_batches
             seen.append(int(held or 0))
             await asyncio.sleep(0.02)
 
+    batches: list[int] = []
+    claim_jobs = jobs.claim_jobs
+
+    async def counted_claim(*args: Any, **kwargs: Any) -> list[jobs.Claimed]:
+        claimed = await claim_jobs(*args, **kwargs)
+        batches.append(len(claimed))
+        return claimed
+
+    monkeypatch.setattr(jobs, "claim_jobs", counted_claim)
     sampler = asyncio.create_task(sample())
     try:
         await run_jobs(db.url, STEADY, replace(FAST, concurrency=8, pool_size=2))
@@ -129,6 +140,7 @@ async def test_many_jobs_at_once_share_a_bounded_pool_and_are_claimed_in_batches
             select(func.count(func.distinct(CollectionJobAttempt.run_started_at)))
         )
     assert starts == len(job_ids)  # each job its own run, even when claimed together
+    assert max(batches) > 1, batches  # ... and they were: several jobs a claim
 
 
 async def test_completion_and_its_attempts_end_are_one_fenced_statement(db: Database) -> None:
@@ -195,15 +207,10 @@ async def test_a_stop_during_an_outage_does_not_wait_out_the_backoff(
         worker = Worker(through_proxy, STEADY, FAST)
         running = asyncio.create_task(worker.run())
         try:
-            for _ in range(200):  # started: its loop is running
-                if any("started:" in r.getMessage() for r in caplog.records):
-                    break
-                await asyncio.sleep(0.05)
+            await wait_for_log(caplog, "started:")  # its loop is running
             await proxy.close()  # every connection drops, and new ones are refused
-            for _ in range(300):  # backoff 0.5, 1, 2, then a wait of about 4 s begins
-                if any("retrying in 4" in r.getMessage() for r in caplog.records):
-                    break
-                await asyncio.sleep(0.05)
+            # backoff 0.5, 1, 2, then a wait of about 4 s begins
+            await wait_for_log(caplog, "retrying in 4", seconds=30)
             worker.stop()
             stopped_at = time.monotonic()
             await asyncio.wait_for(asyncio.shield(running), 10)
@@ -347,12 +354,25 @@ async def test_a_worker_killed_mid_job_is_replaced_and_the_job_finishes(db: Data
         first.send_signal(signal.SIGKILL)
         first.communicate(timeout=10)
         killed_at = (await db.job(job_id)).progress or {}
+        samples: list[dict[str, float]] = []
+
+        async def sample() -> None:  # the progress, as an analyst's screen would see it
+            while True:
+                samples.append(dict((await db.job(job_id)).progress or {}))
+                await asyncio.sleep(0.02)
+
+        sampler = asyncio.create_task(sample())
         second = start_worker(db.url)
         try:
             await wait_until_all_completed(db, 20)
         finally:
+            sampler.cancel()
             second.send_signal(signal.SIGTERM)
             output = second.communicate(timeout=20)[0]
+        # Never back, at any moment: not below where it was killed, never below before.
+        for before, after in itertools.pairwise([killed_at, *samples]):
+            assert all(after.get(t, 0) >= v for t, v in before.items()), (before, after)
+        assert len(samples) > 10  # the rescue and the resumed run were watched
         assert second.returncode == 0, output
         assert "Traceback" not in output
     finally:
