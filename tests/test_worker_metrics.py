@@ -8,6 +8,7 @@ import asyncio
 import signal
 import socket
 import urllib.request
+import uuid
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from tests.helpers.workers import (
     wait_until_all_completed,
     working,
 )
-from tests.worker_collectors import FOREVER
+from tests.worker_collectors import BROKEN, FOREVER
 
 
 def free_port() -> int:
@@ -149,3 +150,45 @@ def test_a_bad_port_is_refused(port: str, tmp_path: Path) -> None:
 @pytest.fixture
 def test_database_url(db: Database) -> URL:
     return db.url
+
+
+async def test_failed_rescued_and_the_oldest_heartbeat_are_measured(db: Database) -> None:
+    """A job that fails, a gone worker's job rescued, and its silent attempt's heartbeat
+    age climbing towards the rescue timeout meanwhile."""
+    from app.db.engine import session_scope
+    from app.services import collection_jobs as jobs
+
+    registry = CollectorRegistry()
+    metrics = PrometheusMetrics(registry)
+    [broken] = await db.new_jobs(1, ["news", "disclosure"])
+    [orphan] = await db.new_jobs(1, ["news"])
+    async with session_scope(db.sessions) as session:
+        gone = await jobs.register_worker(session, "gone")
+        await jobs.start_job(session, orphan, worker_id=gone)
+    ages: list[float] = []
+    worker = Worker(db.url, BROKEN, replace(FAST, rescue_timeout=1.5), metrics=metrics)
+    async with working(worker):
+        for _ in range(200):
+            ages.append(
+                registry.get_sample_value("collection_worker_oldest_heartbeat_age_seconds") or 0
+            )
+            if registry.get_sample_value("collection_worker_jobs_rescued_total") == 1 and (
+                registry.get_sample_value("collection_worker_jobs_failed_total") == 1
+            ):
+                break
+            await asyncio.sleep(0.05)
+        assert await wait_until_all_completed_or_failed(db, [broken, orphan])
+    assert registry.get_sample_value("collection_worker_jobs_failed_total") == 1
+    assert registry.get_sample_value("collection_worker_jobs_rescued_total") == 1
+    assert max(ages) >= 1.0, ages  # the silent attempt, measured before its rescue
+
+
+async def wait_until_all_completed_or_failed(db: Database, job_ids: list[uuid.UUID]) -> bool:
+    from app.models import JobStatus
+
+    for _ in range(200):
+        statuses = {(await db.job(j)).status for j in job_ids}
+        if statuses <= {JobStatus.COMPLETED, JobStatus.FAILED}:
+            return True
+        await asyncio.sleep(0.05)
+    return False

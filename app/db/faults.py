@@ -39,6 +39,8 @@ def is_outage(exc: BaseException) -> bool:
         return state[:2] in _PASSING_CLASSES or state in _PASSING_STATES
     if isinstance(exc, asyncpg.InterfaceError):
         return any(words in str(exc) for words in _CLOSED)
+    if isinstance(exc, asyncpg.exceptions.InternalClientError):
+        return True  # the protocol's state broke: only a fresh connection mends it
     return isinstance(exc, OSError | TimeoutError | asyncio.TimeoutError | EOFError)
 
 

@@ -89,6 +89,8 @@ async def fetch(db: Database, st: Statement, params: Mapping[str, Any]) -> Seque
             raise
         except BaseException as exc:  # lost, timed out or cancelled mid-statement
             await _invalidate(db, exc)
+            if isinstance(exc, asyncpg.exceptions.InternalClientError):
+                driver.terminate()  # its protocol is broken: the pool makes a new one
             raise
     assert not isinstance(db, asyncpg.Connection)
     result = await db.execute(st.clause, dict(params))
