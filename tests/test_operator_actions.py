@@ -16,16 +16,14 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import URL
 
-from app.db.engine import create_engine, session_scope
-from app.db.reset import init_db
-from app.db.settings import Environment
+from app.db.engine import session_scope
 from app.models import AttemptOutcome, JobStatus
 from app.services import collection_jobs as jobs
 from app.worker import Worker
-from tests.helpers.password_server import restartable_server
 from tests.helpers.workers import (
     FAST,
     Database,
+    restartable_database,
     start_worker,
     started,
     wait_for_progress,
@@ -215,51 +213,43 @@ async def test_a_bad_selection_is_refused_naming_its_field(
             await jobs.cancel_jobs(session, selection)
 
 
-async def test_a_stopped_database_is_never_charged_to_a_collector(tmp_path: Path) -> None:
+async def test_a_stopped_database_is_never_charged_to_a_collector() -> None:
     """PostgreSQL stopped for 10 s while 50 jobs run, with --retries 1: every job
     completes, none fails, no collector retries for it, the workers keep running and exit 0;
     attempts are handed back (`released`), not lost (at most one claim whose reply was lost)."""
-    with restartable_server() as (admin, restart):
-        url = admin.set(database="postgres")
-        engine = create_engine(url, null_pool=True)
+    async with restartable_database() as (db, restart):
+        job_ids = await db.new_jobs(50, ["news", "disclosure"])
+        # The outage outlasts the rescue timeout (5 s) twice over; a loaded machine's late
+        # heartbeats do not reach it by chance.
+        workers = [
+            await start(db.url, "--concurrency", "25", "--retries", "1", "--rescue-timeout", "5")
+            for _ in range(2)
+        ]
         try:
-            await init_db(engine, environment=Environment.TEST)
-            db = Database(url, engine)
-            job_ids = await db.new_jobs(50, ["news", "disclosure"])
-            # The outage outlasts the rescue timeout (5 s) twice over; a loaded machine's late
-            # heartbeats do not reach it by chance.
-            workers = [
-                await start(url, "--concurrency", "25", "--retries", "1", "--rescue-timeout", "5")
-                for _ in range(2)
-            ]
-            try:
-                await wait_for_progress(db, job_ids[0], 20)
-                await asyncio.to_thread(restart, 10.0)
-                await engine.dispose()
-                left = await wait_until_all_completed(db, 120)
-            finally:
-                outputs = [stop(worker) for worker in workers]
-            assert left == 0, outputs
-            async with engine.connect() as conn:
-                outcomes: dict[str, int] = dict(
-                    (
-                        await conn.execute(
-                            text(
-                                "SELECT outcome, count(*) FROM collection_job_attempts"
-                                " GROUP BY outcome"
-                            )
-                        )
-                    ).all()
-                )
-            lines = [line for o in outputs for line in o.splitlines() if "INFO" not in line]
-            # Handed back when the database answered again, never rescued as lost: at most
-            # a claim whose reply the restart swallowed (its worker never knew of it).
-            assert set(outcomes) <= {"completed", "released", "lost"}, outcomes
-            assert outcomes.get("lost", 0) <= 1, (outcomes, "\n".join(lines[:60]))
-            assert not any("Traceback" in o or "failed:" in o for o in outputs), outputs
-            assert not any("retrying in" in o and "of job" in o for o in outputs), outputs
+            await wait_for_progress(db, job_ids[0], 20)
+            await asyncio.to_thread(restart, 10.0)
+            await db.engine.dispose()
+            left = await wait_until_all_completed(db, 120)
         finally:
-            await engine.dispose()
+            outputs = [stop(worker) for worker in workers]
+        assert left == 0, outputs
+        async with db.engine.connect() as conn:
+            outcomes: dict[str, int] = dict(
+                (
+                    await conn.execute(
+                        text(
+                            "SELECT outcome, count(*) FROM collection_job_attempts GROUP BY outcome"
+                        )
+                    )
+                ).all()
+            )
+        lines = [line for o in outputs for line in o.splitlines() if "INFO" not in line]
+        # Handed back when the database answered again, never rescued as lost: at most
+        # a claim whose reply the restart swallowed (its worker never knew of it).
+        assert set(outcomes) <= {"completed", "released", "lost"}, outcomes
+        assert outcomes.get("lost", 0) <= 1, (outcomes, "\n".join(lines[:60]))
+        assert not any("Traceback" in o or "failed:" in o for o in outputs), outputs
+        assert not any("retrying in" in o and "of job" in o for o in outputs), outputs
 
 
 async def test_a_bug_in_a_statement_fails_the_job_loudly_and_is_not_retried(

@@ -21,9 +21,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, text
 
-from app.db.engine import create_engine, session_scope
-from app.db.reset import init_db
-from app.db.settings import Environment
+from app.db.engine import session_scope
 from app.models import (
     CollectionJobAttempt,
     CollectionWorker,
@@ -35,12 +33,12 @@ from app.testing.worker import run_jobs
 from app.worker import Worker, WorkerSettings
 from app.worker.collectors import Collectors
 from app.worker.job import StuckAction
-from tests.helpers.password_server import restartable_server
 from tests.helpers.proxy import proxy_to
 from tests.helpers.tools import assert_one_line_error, run_tool
 from tests.helpers.workers import (
     FAST,
     Database,
+    restartable_database,
     start_worker,
     started,
     wait_for_backends,
@@ -269,9 +267,13 @@ async def test_a_worker_leaves_jobs_with_a_type_it_cannot_run(db: Database) -> N
     assert (await db.job(job_id)).status is JobStatus.PENDING
 
 
-async def test_a_cancel_reaches_the_running_collector_at_once(db: Database) -> None:
+@pytest.mark.parametrize("listen", [True, False], ids=["listening", "at the next heartbeat"])
+async def test_a_cancel_reaches_the_running_collector_at_once(db: Database, listen: bool) -> None:
+    """Within a second: by its notification, or without LISTEN at the next heartbeat (the
+    poll interval is a minute, so it is not the poll)."""
     [job_id] = await db.new_jobs(1, ["news"])
-    worker = Worker(db.url, FOREVER, FAST)
+    settings = FAST if listen else replace(FAST, listen=False, poll_interval=60.0)
+    worker = Worker(db.url, FOREVER, settings)
     async with working(worker):
         for _ in range(100):
             if (await db.job(job_id)).progress == {"news": 5.0}:
@@ -517,44 +519,37 @@ async def test_a_worker_cut_off_from_the_database_stops_and_its_late_writes_neve
     assert "Traceback" not in output
 
 
-async def test_a_postgresql_restart_while_jobs_run_is_ridden_out(tmp_path: Path) -> None:
+async def test_a_postgresql_restart_while_jobs_run_is_ridden_out() -> None:
     """Workers reconnect after the server restarts: every job completes (or is rescued and
     completes), every worker exits 0, and no output holds a traceback."""
-    with restartable_server() as (admin, restart):
-        url = admin.set(database="postgres")
-        engine = create_engine(url, null_pool=True)
+    async with restartable_database() as (db, restart):
+        job_ids = await db.new_jobs(12, ["news"])
+        # A rescue timeout a loaded machine's late heartbeats cannot reach by chance:
+        # what is tested is the restart.
+        workers = [
+            start_worker(db.url, "--concurrency", "2", "--rescue-timeout", "5") for _ in range(2)
+        ]
         try:
-            await init_db(engine, environment=Environment.TEST)
-            db = Database(url, engine)
-            job_ids = await db.new_jobs(12, ["news"])
-            # A rescue timeout a loaded machine's late heartbeats cannot reach by chance:
-            # what is tested is the restart.
-            workers = [
-                start_worker(url, "--concurrency", "2", "--rescue-timeout", "5") for _ in range(2)
-            ]
-            try:
-                await wait_for_progress(db, job_ids[0], 20)
-                await asyncio.to_thread(restart)
-                await engine.dispose()  # the test's own connections died with the server
-                left = await wait_until_all_completed(db, 120)
-                unfinished = await unfinished_jobs(db) if left else []
-            finally:
-                for worker in workers:
-                    worker.send_signal(signal.SIGTERM)
-                outputs = [worker.communicate(timeout=30)[0] for worker in workers]
-            if left:  # in full: what the unfinished jobs are, and what was said of them
-                ids = {str(row[0]) for row in unfinished}
-                said = [
-                    line
-                    for output in outputs
-                    for line in output.splitlines()
-                    if "INFO" not in line or any(i in line for i in ids)
-                ]
-                pytest.fail("\n".join([*map(repr, unfinished), *said]), pytrace=False)
-            assert [w.returncode for w in workers] == [0, 0], outputs
-            assert not any("Traceback" in output for output in outputs), outputs
+            await wait_for_progress(db, job_ids[0], 20)
+            await asyncio.to_thread(restart)
+            await db.engine.dispose()  # the test's own connections died with the server
+            left = await wait_until_all_completed(db, 120)
+            unfinished = await unfinished_jobs(db) if left else []
         finally:
-            await engine.dispose()
+            for worker in workers:
+                worker.send_signal(signal.SIGTERM)
+            outputs = [worker.communicate(timeout=30)[0] for worker in workers]
+        if left:  # in full: what the unfinished jobs are, and what was said of them
+            ids = {str(row[0]) for row in unfinished}
+            said = [
+                line
+                for output in outputs
+                for line in output.splitlines()
+                if "INFO" not in line or any(i in line for i in ids)
+            ]
+            pytest.fail("\n".join([*map(repr, unfinished), *said]), pytrace=False)
+        assert [w.returncode for w in workers] == [0, 0], outputs
+        assert not any("Traceback" in output for output in outputs), outputs
 
 
 @pytest.mark.parametrize("listening", ["poll only", "direct listen URL"])

@@ -1,5 +1,5 @@
 """Each promise of docs/worker.md that had no test that could fail: the unique index, two
-rescuers at once, a stuck job logged once, a cancel without LISTEN, a job that finishes
+rescuers at once, a stuck job logged once, a job that finishes
 inside the grace period, a second signal, SIGINT, a collector's own error retried, and at
 most four types of a job at once."""
 
@@ -11,6 +11,7 @@ import signal
 import socket
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -21,6 +22,7 @@ from app.models import JobStatus
 from app.services import collection_jobs as jobs
 from app.worker import Worker
 from app.worker.job import StuckAction
+from tests.helpers.tools import run_tool, url_env
 from tests.helpers.workers import (
     FAST,
     Database,
@@ -30,7 +32,7 @@ from tests.helpers.workers import (
     wait_until_all_completed,
     working,
 )
-from tests.worker_collectors import AT_ONCE, AT_ONCE_COLLECTORS, FLAKY, FOREVER, STOPPED_AT
+from tests.worker_collectors import AT_ONCE, AT_ONCE_COLLECTORS, FLAKY, FOREVER
 from tests.worker_collectors import STEADY as STEADY_COLLECTORS
 
 
@@ -82,23 +84,6 @@ async def test_a_stuck_job_left_running_is_logged_once(
         assert (await db.job(job_id)).status is JobStatus.RUNNING
     stuck = [r for r in caplog.records if "no progress for" in r.getMessage()]
     assert len(stuck) == 1, [r.getMessage() for r in stuck]
-
-
-async def test_a_cancel_without_listen_reaches_the_collector_at_the_next_heartbeat(
-    db: Database,
-) -> None:
-    [job_id] = await db.new_jobs(1, ["news"])
-    settings = replace(FAST, listen=False, poll_interval=60.0, heartbeat_seconds=0.3)
-    async with working(Worker(db.url, FOREVER, settings)):
-        await wait_for_progress(db, job_id, 5)
-        async with session_scope(db.sessions) as session:
-            await jobs.cancel_job(session, job_id)
-        cancelled_at = time.monotonic()
-        for _ in range(100):
-            if job_id in STOPPED_AT:
-                break
-            await asyncio.sleep(0.02)
-        assert STOPPED_AT[job_id] - cancelled_at < 1.0  # a heartbeat or two, not the poll
 
 
 async def test_a_job_that_finishes_inside_the_grace_period_completes(db: Database) -> None:
@@ -171,3 +156,25 @@ async def test_a_worker_whose_listening_link_does_not_answer_starts_and_polls(
         async with working(Worker(db.url, STEADY_COLLECTORS, settings)):
             assert await wait_until_all_completed(db, 20) == 0
     assert [a.outcome for a in await db.attempts(job_id)] == ["completed"]
+
+
+async def test_a_bug_in_the_claim_stops_the_worker_in_one_line_not_a_backoff(
+    db: Database, tmp_path: Path
+) -> None:
+    """A claim the database refuses for a reason no retry mends (here a column renamed
+    under it) is a bug: the worker says so in one line and exits 1, instead of backing off
+    for ever as if the database were down."""
+    async with db.engine.begin() as conn:
+        await conn.execute(
+            text("ALTER TABLE collection_job_attempts RENAME COLUMN run_started_at TO run_at")
+        )
+    result = await asyncio.to_thread(
+        run_tool,
+        "-m", "app.worker", "tests.worker_collectors:STEADY",
+        env={**url_env(db.url), "PYTHONPATH": str(Path.cwd())}, cwd=tmp_path, timeout=60,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "Traceback" not in output and "retrying in" not in output, output
+    [last] = result.stderr.strip().splitlines()[-1:]
+    assert last.startswith("worker: error: bug: could not claim jobs: [42703]"), output

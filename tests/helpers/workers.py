@@ -10,14 +10,16 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.db.engine import create_sessionmaker, session_scope
+from app.db.engine import create_engine, create_sessionmaker, session_scope
+from app.db.reset import init_db
+from app.db.settings import Environment
 from app.models import Analyst, CollectionJob, CollectionJobAttempt, DataCollectionLog, JobStatus
 from app.services import collection_jobs as jobs
 from app.worker import Worker, WorkerSettings
@@ -80,6 +82,21 @@ async def working(worker: Worker) -> AsyncIterator[None]:
         worker.stop()
         worker.stop()
         await asyncio.wait_for(running, 20)
+
+
+@contextlib.asynccontextmanager
+async def restartable_database() -> AsyncIterator[tuple[Database, Callable[..., None]]]:
+    """A throwaway server with the schema, and its `restart(down_for=0.0)`."""
+    from tests.helpers.password_server import restartable_server
+
+    with restartable_server() as (admin, restart):
+        url = admin.set(database="postgres")
+        engine = create_engine(url, null_pool=True)
+        try:
+            await init_db(engine, environment=Environment.TEST)
+            yield Database(url, engine), restart
+        finally:
+            await engine.dispose()
 
 
 STARTED: list[subprocess.Popen[str]] = []
