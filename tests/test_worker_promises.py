@@ -11,6 +11,7 @@ import signal
 import socket
 import time
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from app.db.engine import session_scope
 from app.models import JobStatus
 from app.services import collection_jobs as jobs
+from app.testing.factories import make_analyst
 from app.worker import Worker
 from app.worker.job import StuckAction
 from tests.helpers.tools import run_tool, url_env
@@ -178,3 +180,39 @@ async def test_a_bug_in_the_claim_stops_the_worker_in_one_line_not_a_backoff(
     assert "Traceback" not in output and "retrying in" not in output, output
     [last] = result.stderr.strip().splitlines()[-1:]
     assert last.startswith("worker: error: bug: could not claim jobs: [42703]"), output
+
+
+async def test_a_run_claimed_without_the_worker_hearing_so_is_handed_back_not_lost(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A claim whose reply an outage swallowed leaves a live attempt of this worker that
+    it never ran: it hands it back (`released`) and runs the job, where before the rescue
+    called it lost."""
+    caplog.set_level(logging.INFO)
+    worker = Worker(db.url, STEADY_COLLECTORS, replace(FAST, poll_interval=60.0), name="me:1")
+    async with working(worker):
+        await wait_until_started(caplog)
+        async with session_scope(db.sessions) as session:  # as if its claim's reply was lost
+            [me] = (await session.execute(text("SELECT id FROM collection_workers"))).scalars()
+            analyst = await make_analyst(session)
+            now = datetime.now(UTC)
+            job = await jobs.create_job(
+                session,
+                analyst_id=analyst.id,
+                collection_types=["news"],
+                start_date=now - timedelta(days=1),
+                end_date=now,
+            )
+            job_id = job.id
+            await jobs.start_job(session, job_id, worker_id=me)  # running when committed
+        assert await wait_until_all_completed(db, 20) == 0
+    assert [a.outcome for a in await db.attempts(job_id)] == ["released", "completed"]
+    assert any("handed back 1 job(s)" in r.getMessage() for r in caplog.records)
+
+
+async def wait_until_started(caplog: pytest.LogCaptureFixture) -> None:
+    for _ in range(400):
+        if any("started: collects" in r.getMessage() for r in caplog.records):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the worker did not start")

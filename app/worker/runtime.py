@@ -121,6 +121,9 @@ class Worker:
         self._bug: StatementBug | None = None
         self._pool: _Connections | None = None
         self.completions = Completions()
+        self._claiming = asyncio.Lock()
+        """Held by a claim until its jobs are running here, and by the look for orphans,
+        which must never take a job whose claim is still on its way."""
         self.metrics = metrics
 
     # --- control -------------------------------------------------------------------------
@@ -244,7 +247,7 @@ class Worker:
                 s.concurrency,
                 "listening for new jobs" if s.listen else f"polling every {s.poll_interval:g}s",
             )
-            upkeep = asyncio.create_task(self._upkeep())
+            upkeep = asyncio.create_task(self._upkeep(worker_id))
             await self._work(worker_id, until_empty)
             await self._shut_down()
             try:
@@ -281,11 +284,12 @@ class Worker:
         self._wanted = True
         self._wake.set()
 
-    async def _upkeep(self) -> None:
+    async def _upkeep(self, worker_id: uuid.UUID) -> None:
         """Every heartbeat interval: rescue the jobs of gone workers (once this worker has
         itself been linked for a rescue timeout: after an outage, the living are given
-        time to be heard), check its own jobs for being stuck, and read the queue for the
-        metrics. An outage skips a round; a bug is logged loudly, never mistaken for one."""
+        time to be heard), hand back the runs this worker claimed without hearing so,
+        check its own jobs for being stuck, and read the queue for the metrics. An outage
+        skips a round; a bug is logged loudly, never mistaken for one."""
         s = self.settings
         failing = False
         while True:
@@ -303,6 +307,15 @@ class Worker:
                 if queue is not None:
                     self.metrics.queue(*queue)
                 failing = False
+                async with self._claiming, self.connection() as conn:
+                    orphans = await jobs.release_orphans(conn, worker_id, list(self._running))
+                if orphans:
+                    self._wanted = True
+                    self._wake.set()
+                    log.warning(
+                        "handed back %d job(s) claimed while the database was out of reach",
+                        len(orphans),
+                    )
                 if rescued:
                     self._wanted = True
                     self._wake.set()
@@ -350,12 +363,13 @@ class Worker:
         claimed_any = False
         while self._wanted and len(self._running) < s.concurrency and not self._stopping:
             free = s.concurrency - len(self._running)
-            async with self.connection() as conn:
-                # One statement, its own transaction: the jobs claimed, as they are now.
-                claimed = await jobs.claim_jobs(conn, worker_id, sorted(self.collectors), free)
-            for one in claimed:
-                self.metrics.claimed(one.waited)
-                self._start(one)
+            async with self._claiming:
+                async with self.connection() as conn:
+                    # One statement, its own transaction: the jobs claimed, as they are now.
+                    claimed = await jobs.claim_jobs(conn, worker_id, sorted(self.collectors), free)
+                for one in claimed:
+                    self.metrics.claimed(one.waited)
+                    self._start(one)
             claimed_any = claimed_any or bool(claimed)
             if len(claimed) < free:
                 self._wanted = False

@@ -189,6 +189,30 @@ _RELEASE = _end_run(
     f"pg_notify('{JOB_CREATED}', CAST(id AS text))",
 )
 
+_RELEASE_ORPHANS = statement(
+    "hand back the runs this worker does not hold",
+    f"""
+WITH orphan AS (
+    SELECT a.id, a.collection_job_id, a.run_started_at FROM collection_job_attempts a
+    JOIN collection_jobs j ON j.id = a.collection_job_id
+    WHERE a.worker_id = :worker AND a.ended_at IS NULL
+      AND a.id <> ALL(CAST(:held AS uuid[]))
+    FOR UPDATE OF j
+), job AS (
+    UPDATE collection_jobs j SET status = 'pending', started_at = NULL,
+           estimated_completion_time = NULL, updated_at = statement_timestamp()
+    FROM orphan
+    WHERE j.id = orphan.collection_job_id AND j.status = 'running'
+      AND j.started_at = orphan.run_started_at
+    RETURNING j.id
+), ended AS (
+    UPDATE collection_job_attempts a SET ended_at = now(), outcome = 'released'
+    FROM orphan WHERE a.id = orphan.id AND a.ended_at IS NULL
+)
+SELECT id, pg_notify('{JOB_CREATED}', CAST(id AS text)) FROM job
+""",
+)
+
 _STOPPED_FROM_OUTSIDE = statement(
     "end an attempt stopped from outside",
     """
@@ -266,6 +290,7 @@ STATEMENTS = (
     _COMPLETE_MANY,
     _FAIL,
     _RELEASE,
+    _RELEASE_ORPHANS,
     _STOPPED_FROM_OUTSIDE,
     _RESCUE,
     _QUEUE,
@@ -383,6 +408,18 @@ async def release_run(db: Executor, run: Run) -> bool:
     return bool(await fetch(db, _RELEASE, _params(run)))
 
 
+async def release_orphans(
+    db: Executor, worker_id: uuid.UUID, held: Sequence[uuid.UUID]
+) -> list[uuid.UUID]:
+    """Hand back, with their progress, the live attempts of `worker_id` other than those
+    it `held`: runs it claimed without ever hearing so (a claim whose reply an outage
+    swallowed). Their jobs go back to the queue now, `released`, instead of waiting for
+    the rescue to call them lost. The caller must not be claiming meanwhile. Returns the
+    jobs handed back."""
+    rows = await fetch(db, _RELEASE_ORPHANS, {"worker": worker_id, "held": list(held)})
+    return [row[0] for row in rows]
+
+
 async def end_stopped_run(db: Executor, run: Run) -> AttemptOutcome | None:
     """How an attempt stopped from outside ended: as the operator or the rescue ended it,
     or, still live, as its job ended (cancelled, failed, completed), now recorded. None
@@ -432,6 +469,7 @@ __all__ = [
     "heartbeat",
     "queue_state",
     "register_worker",
+    "release_orphans",
     "release_run",
     "rescue",
     "start_job",
