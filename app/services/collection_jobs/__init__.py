@@ -12,6 +12,7 @@ autocommit mode (see `Executor`): each is its own transaction, sent through the 
 """
 
 from app.services.collection_jobs.common import Executor
+from app.services.collection_jobs.create import NewCollectionJob, create_job, validate_new_job
 from app.services.collection_jobs.errors import (
     CollectionJobError,
     InvalidTransitionError,
@@ -24,11 +25,9 @@ from app.services.collection_jobs.lifecycle import (
     MOVES,
     JobSelection,
     Move,
-    NewCollectionJob,
     cancel_job,
     cancel_jobs,
     complete_job,
-    create_job,
     fail_job,
     fail_jobs,
     fail_stalled_jobs,
@@ -38,7 +37,6 @@ from app.services.collection_jobs.lifecycle import (
     requeue_stalled_jobs,
     retry_job,
     retry_jobs,
-    validate_new_job,
 )
 from app.services.collection_jobs.logs import (
     MAX_PAGE_SIZE,

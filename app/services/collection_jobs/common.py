@@ -21,8 +21,6 @@ a connection in autocommit mode (SQLAlchemy's, or a plain asyncpg one, as the wo
 pool and heartbeat hold), where each call is its own transaction and costs one round trip
 instead of three (BEGIN, the statement, COMMIT)."""
 
-Database = Executor
-
 JOBS = Base.metadata.tables[CollectionJob.__tablename__]
 LOGS = Base.metadata.tables[DataCollectionLog.__tablename__]
 ATTEMPTS = Base.metadata.tables[CollectionJobAttempt.__tablename__]
@@ -63,7 +61,7 @@ def is_autocommit(db: object) -> bool:
     return db.sync_connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
 
 
-async def driver_of(db: Database) -> asyncpg.Connection | None:
+async def driver_of(db: Executor) -> asyncpg.Connection | None:
     """The asyncpg connection to send to directly, or None to go through SQLAlchemy."""
     if isinstance(db, asyncpg.Connection):
         return db
@@ -75,7 +73,7 @@ async def driver_of(db: Database) -> asyncpg.Connection | None:
     return None
 
 
-async def fetch(db: Database, st: Statement, params: Mapping[str, Any]) -> Sequence[Any]:
+async def fetch(db: Executor, st: Statement, params: Mapping[str, Any]) -> Sequence[Any]:
     """The rows of `st` (none for a statement that returns none), run on `db`."""
     driver = await driver_of(db)
     if driver is not None:
@@ -97,7 +95,7 @@ async def fetch(db: Database, st: Statement, params: Mapping[str, Any]) -> Seque
     return list(result.all()) if result.returns_rows else []  # type: ignore[attr-defined]
 
 
-async def _invalidate(db: Database, exc: BaseException) -> None:
+async def _invalidate(db: Executor, exc: BaseException) -> None:
     """A connection the driver failed on goes back to the pool as dead, never reused
     (SQLAlchemy does this for the statements it sends; these bypass it)."""
     if isinstance(db, AsyncConnection) and not db.invalidated:

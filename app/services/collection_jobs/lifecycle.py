@@ -1,6 +1,6 @@
-"""Creating jobs, the table of allowed moves, and every move of a job's status that is not
-a worker's own run (`runs`): the operators' actions (cancel, requeue, retry, fail) on one
-job or on every job a selection matches, and the stalled-job checks. One statement each."""
+"""The table of allowed moves, and every move of a job's status that is not a worker's own
+run (`runs`): the operators' actions (cancel, requeue, retry, fail) on one job or on every
+job a selection matches, and the stalled-job checks. One statement each."""
 
 from __future__ import annotations
 
@@ -10,25 +10,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import (
-    AwareDatetime,
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    ValidationInfo,
-)
-from pydantic import field_validator as pydantic_field_validator
-from pydantic_core import PydanticCustomError
 from sqlalchemy import (
     ColumnElement,
     Text,
     cast,
-    column,
     func,
     literal,
     select,
-    text,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -51,96 +39,6 @@ from app.services.collection_jobs.errors import (
     not_this_run,
 )
 from app.services.collection_jobs.notify import ATTEMPT_STOPPED, JOB_CREATED
-
-# --- Create --------------------------------------------------------------------------------
-
-
-class NewCollectionJob(BaseModel):
-    """What it takes to start a collection; usable as an API request body as it is."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    analyst_id: uuid.UUID
-    collection_types: list[CollectionType] = Field(min_length=1)
-    start_date: AwareDatetime
-    end_date: AwareDatetime
-
-    @pydantic_field_validator("collection_types")
-    @classmethod
-    def _no_duplicates(cls, types: list[CollectionType]) -> list[CollectionType]:
-        seen: set[CollectionType] = set()
-        for collection_type in types:
-            if collection_type in seen:
-                raise PydanticCustomError(
-                    "duplicate", "{type} is listed twice", {"type": collection_type.value}
-                )
-            seen.add(collection_type)
-        return types
-
-    @pydantic_field_validator("end_date")
-    @classmethod
-    def _not_before_start(cls, end: datetime, info: ValidationInfo) -> datetime:
-        start = info.data.get("start_date")
-        if start is not None and end < start:
-            raise PydanticCustomError("date_range", "must not be before start_date", {})
-        return end
-
-
-def validate_new_job(**fields: Any) -> NewCollectionJob:
-    """Check a request to create a job; the first problem raises `JobValidationError`."""
-    try:
-        return NewCollectionJob(**fields)
-    except ValidationError as exc:
-        error = exc.errors(include_url=False)[0]
-        field = str(error["loc"][0]) if error["loc"] else "request"
-        raise JobValidationError(field, error["msg"]) from None
-
-
-async def create_job(
-    session: AsyncSession,
-    *,
-    analyst_id: uuid.UUID,
-    collection_types: Sequence[CollectionType | str],
-    start_date: datetime,
-    end_date: datetime,
-) -> CollectionJob:
-    """Add a pending job. One statement, built once: the INSERT, which writes nothing when
-    the analyst does not exist (so a bad analyst id is a validation error and the caller's
-    transaction stays usable), and the notice to waiting workers (`JOB_CREATED`), sent
-    when the caller commits."""
-    request = validate_new_job(
-        analyst_id=analyst_id,
-        collection_types=collection_types,
-        start_date=start_date,
-        end_date=end_date,
-    )
-    params = {
-        "analyst": request.analyst_id,
-        "types": [t.value for t in request.collection_types],
-        "start": request.start_date,
-        "end": request.end_date,
-    }
-    job: CollectionJob | None = (await session.scalars(_CREATE, params)).one_or_none()
-    if job is None:
-        raise JobValidationError("analyst_id", f"no analyst with id {request.analyst_id}")
-    return job
-
-
-_JOB_NAMES = ", ".join(c.name for c in JOBS.c)
-_CREATE = select(CollectionJob).from_statement(
-    text(
-        f"""
-WITH job AS (
-    INSERT INTO collection_jobs (analyst_id, collection_types, start_date, end_date)
-    SELECT :analyst, CAST(:types AS text[]), :start, :end
-    WHERE EXISTS (SELECT FROM analysts WHERE id = :analyst)
-    RETURNING {_JOB_NAMES}
-)
-SELECT {_JOB_NAMES}, pg_notify('{JOB_CREATED}', CAST(id AS text)) AS notified FROM job
-"""
-    ).columns(*JOBS.c, column("notified"))
-)
-
 
 # --- The table of allowed moves ------------------------------------------------------------
 

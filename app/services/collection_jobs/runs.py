@@ -26,7 +26,6 @@ from app.services.collection_jobs import inputs as check
 from app.services.collection_jobs.common import (
     JOB_STATE,
     JOBS,
-    Database,
     Executor,
     Statement,
     fetch,
@@ -359,7 +358,7 @@ def _job(values: dict[str, Any]) -> CollectionJob:
 
 
 async def heartbeat(
-    db: Database,
+    db: Executor,
     worker_id: uuid.UUID,
     attempts: Sequence[uuid.UUID],
 ) -> set[uuid.UUID]:
