@@ -121,9 +121,7 @@ class Worker:
         self._bug: StatementBug | None = None
         self._pool: _Connections | None = None
         self.completions = Completions()
-        self._claiming = asyncio.Lock()
-        """Held by a claim until its jobs are running here, and by the look for orphans,
-        which must never take a job whose claim is still on its way."""
+        self._link_timeout = 2.0
         self.metrics = metrics
 
     # --- control -------------------------------------------------------------------------
@@ -209,6 +207,7 @@ class Worker:
             statement_cache_size=100 if s.prepared_statements else 0,
         )
         self._pool = _Connections(pool, link_timeout)
+        self._link_timeout = link_timeout
         loop = asyncio.get_running_loop()
         listener: Listener | None = None
         upkeep: asyncio.Task[None] | None = None
@@ -297,18 +296,22 @@ class Worker:
                 linked = self._heartbeat is not None and (
                     self._heartbeat.linked_for() >= s.rescue_timeout
                 )
-                async with self.connection() as conn:
+                # Bounded as a whole: no step of a round may hang it on a dead link.
+                async with asyncio.timeout(2 * self._link_timeout), self.connection() as conn:
                     rescued = (
                         await jobs.rescue(conn, s.rescue_timeout, s.max_lost_attempts)
                         if linked
                         else []
                     )
                     queue = await jobs.queue_state(conn) if self.metrics.wants_queue else None
+                    # A run of this worker's it does not hold, older than two heartbeats
+                    # (a claim on its way is younger): its claim's reply was lost.
+                    orphans = await jobs.release_orphans(
+                        conn, worker_id, list(self._running), 2 * s.heartbeat_seconds
+                    )
                 if queue is not None:
                     self.metrics.queue(*queue)
                 failing = False
-                async with self._claiming, self.connection() as conn:
-                    orphans = await jobs.release_orphans(conn, worker_id, list(self._running))
                 if orphans:
                     self._wanted = True
                     self._wake.set()
@@ -363,13 +366,13 @@ class Worker:
         claimed_any = False
         while self._wanted and len(self._running) < s.concurrency and not self._stopping:
             free = s.concurrency - len(self._running)
-            async with self._claiming:
-                async with self.connection() as conn:
-                    # One statement, its own transaction: the jobs claimed, as they are now.
-                    claimed = await jobs.claim_jobs(conn, worker_id, sorted(self.collectors), free)
-                for one in claimed:
-                    self.metrics.claimed(one.waited)
-                    self._start(one)
+            # One statement, its own transaction: the jobs claimed, as they are now. Bounded
+            # as a whole: a checkout or a statement that hangs on a dead link is an outage.
+            async with asyncio.timeout(2 * self._link_timeout), self.connection() as conn:
+                claimed = await jobs.claim_jobs(conn, worker_id, sorted(self.collectors), free)
+            for one in claimed:
+                self.metrics.claimed(one.waited)
+                self._start(one)
             claimed_any = claimed_any or bool(claimed)
             if len(claimed) < free:
                 self._wanted = False

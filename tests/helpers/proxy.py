@@ -25,12 +25,14 @@ class Proxy:
         self._pipes: set[asyncio.Task[None]] = set()
         self._silenced_before = 0
         self._opened = 0
+        self._closed = False
 
     async def start(self) -> int:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
         return int(self._server.sockets[0].getsockname()[1])
 
     async def close(self) -> None:
+        self._closed = True
         if self._server is not None:
             self._server.close()
         for pipe in self._pipes:
@@ -45,10 +47,18 @@ class Proxy:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._opened += 1
         number = self._opened
-        if self._socket is not None:
-            up_reader, up_writer = await asyncio.open_unix_connection(self._socket)
-        else:
-            up_reader, up_writer = await asyncio.open_connection(*self._address)
+        try:
+            if self._socket is not None:
+                up_reader, up_writer = await asyncio.open_unix_connection(self._socket)
+            else:
+                up_reader, up_writer = await asyncio.open_connection(*self._address)
+        except OSError:  # the target is gone: so is this connection
+            writer.close()
+            return
+        if self._closed:  # accepted while the proxy was closing: nothing may pass, or leak
+            for open_writer in (writer, up_writer):
+                open_writer.close()
+            return
         for source, sink in ((reader, up_writer), (up_reader, writer)):
             pipe = asyncio.create_task(self._pipe(number, source, sink))
             self._pipes.add(pipe)

@@ -196,6 +196,7 @@ WITH orphan AS (
     JOIN collection_jobs j ON j.id = a.collection_job_id
     WHERE a.worker_id = :worker AND a.ended_at IS NULL
       AND a.id <> ALL(CAST(:held AS uuid[]))
+      AND a.heartbeat_at < now() - make_interval(secs => :settled)
     FOR UPDATE OF j
 ), job AS (
     UPDATE collection_jobs j SET status = 'pending', started_at = NULL,
@@ -408,14 +409,15 @@ async def release_run(db: Executor, run: Run) -> bool:
 
 
 async def release_orphans(
-    db: Executor, worker_id: uuid.UUID, held: Sequence[uuid.UUID]
+    db: Executor, worker_id: uuid.UUID, held: Sequence[uuid.UUID], settled: float
 ) -> list[uuid.UUID]:
     """Hand back, with their progress, the live attempts of `worker_id` other than those
-    it `held`: runs it claimed without ever hearing so (a claim whose reply an outage
-    swallowed). Their jobs go back to the queue now, `released`, instead of waiting for
-    the rescue to call them lost. The caller must not be claiming meanwhile. Returns the
-    jobs handed back."""
-    rows = await fetch(db, _RELEASE_ORPHANS, {"worker": worker_id, "held": list(held)})
+    it `held` and not heartbeaten for `settled` seconds: runs it claimed without ever
+    hearing so (a claim whose reply an outage swallowed; one still on its way is younger).
+    Their jobs go back to the queue now, `released`, instead of waiting for the rescue to
+    call them lost. Returns the jobs handed back."""
+    params = {"worker": worker_id, "held": list(held), "settled": float(settled)}
+    rows = await fetch(db, _RELEASE_ORPHANS, params)
     return [row[0] for row in rows]
 
 
