@@ -12,14 +12,16 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    String,
     Text,
+    bindparam,
     cast,
     func,
     literal,
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import (
@@ -28,6 +30,7 @@ from app.models import (
     CollectionType,
     JobStatus,
 )
+from app.models.base import TIMESTAMPTZ
 from app.models.collection_job import ERROR_MESSAGE_MAX_LENGTH
 from app.services.collection_jobs import inputs as check
 from app.services.collection_jobs.common import ATTEMPTS, JOB_STATE, JOBS, Executor, fetch, now
@@ -146,7 +149,20 @@ async def _move(
     values: dict[str, Any],
     *,
     tell_workers: bool = True,
+    params: dict[str, Any] | None = None,
 ) -> list[CollectionJob]:
+    """`_move_statement`, built and run."""
+    statement = _move_statement(move, where, values, tell_workers=tell_workers)
+    return list((await session.scalars(statement, params or {})).all())
+
+
+def _move_statement(
+    move: Move,
+    where: Sequence[ColumnElement[bool]],
+    values: dict[str, Any],
+    *,
+    tell_workers: bool,
+) -> Any:
     """One statement: every job `where` selects, in a status `move` leaves, moved; its live
     attempt ended as `move` says; the workers told (the attempt's worker stops it, when
     `tell_workers`; waiting workers look at the queue, when the job became pending). A
@@ -181,8 +197,7 @@ async def _move(
     if move.target is JobStatus.PENDING:
         told.append(func.pg_notify(JOB_CREATED, cast(moved.c.id, Text)))
     statement = statement.add_columns(*(t.label(f"told_{n}") for n, t in enumerate(told)))
-    orm = select(CollectionJob).from_statement(statement).execution_options(populate_existing=True)
-    return list((await session.scalars(orm)).all())
+    return select(CollectionJob).from_statement(statement).execution_options(populate_existing=True)
 
 
 async def refuse_move(db: Executor, job_id: uuid.UUID, target: JobStatus) -> CollectionJobError:
@@ -193,12 +208,20 @@ async def refuse_move(db: Executor, job_id: uuid.UUID, target: JobStatus) -> Col
     return InvalidTransitionError(job_id, JobStatus(found[0][0]), target)
 
 
+_ONE_JOB = bindparam("one_job_id", type_=UUID(as_uuid=True))
+_ONE_RUN = bindparam("one_run", type_=TIMESTAMPTZ)
+_ONE_JOB_STATEMENTS: dict[tuple[str, str, bool], Any] = {}
+"""(action, values' variant, fenced to a run) -> its statement for one job."""
+
+
 async def _move_one(
     session: AsyncSession,
     action: str,
     job_id: uuid.UUID | str,
     values: dict[str, Any],
     *,
+    variant: str = "",
+    params: dict[str, Any] | None = None,
     run_started_at: datetime | None = None,
 ) -> CollectionJob:
     """`_move` of one job; the error says why when it did not move. Given a run (the
@@ -207,10 +230,15 @@ async def _move_one(
     move = MOVES[action]
     job_id = check.identifier(job_id, "job_id")
     run_started_at = check.optional_aware(run_started_at, "run_started_at")
-    where = [JOBS.c.id == job_id]
-    if run_started_at is not None:
-        where.append(JOBS.c.started_at == run_started_at)
-    moved = await _move(session, move, where, values, tell_workers=run_started_at is None)
+    fenced = run_started_at is not None
+    key = (action, variant, fenced)
+    statement = _ONE_JOB_STATEMENTS.get(key)
+    if statement is None:  # built once, then compiled once: the API's and operators' path
+        where = [JOBS.c.id == _ONE_JOB] + ([JOBS.c.started_at == _ONE_RUN] if fenced else [])
+        statement = _move_statement(move, where, values, tell_workers=not fenced)
+        _ONE_JOB_STATEMENTS[key] = statement
+    bound = {"one_job_id": job_id, "one_run": run_started_at, **(params or {})}
+    moved: list[CollectionJob] = list((await session.scalars(statement, bound)).all())
     if moved:
         return moved[0]
     if run_started_at is not None:
@@ -241,12 +269,16 @@ _COMPLETED: dict[str, Any] = {
 _REQUEUED: dict[str, Any] = {"started_at": None, "estimated_completion_time": None}
 
 
-def _failed(error_message: str) -> dict[str, Any]:
-    return {
-        "completed_at": now(),
-        "error_message": cut_error_message(error_message),
-        "estimated_completion_time": None,
-    }
+_FAILED: dict[str, Any] = {
+    "completed_at": now(),
+    "error_message": bindparam("failure_message", type_=String),
+    "estimated_completion_time": None,
+}
+
+
+def _failure(error_message: str) -> dict[str, Any]:
+    """The parameters of `_FAILED`."""
+    return {"failure_message": cut_error_message(error_message)}
 
 
 def _retried(keep_progress: bool) -> dict[str, Any]:
@@ -286,7 +318,12 @@ async def fail_job(
     not refused); a live attempt ends `failed` and its worker stops its collectors.
     Fenced to a run like `complete_job`."""
     return await _move_one(
-        session, "fail", job_id, _failed(error_message), run_started_at=run_started_at
+        session,
+        "fail",
+        job_id,
+        _FAILED,
+        params=_failure(error_message),
+        run_started_at=run_started_at,
     )
 
 
@@ -308,7 +345,8 @@ async def retry_job(
 ) -> CollectionJob:
     """failed|cancelled -> pending, its error cleared; its progress kept (the next attempt
     resumes) or, with `keep_progress=False`, cleared (it starts over)."""
-    return await _move_one(session, "retry", job_id, _retried(keep_progress))
+    variant = "keep" if keep_progress else "clear"
+    return await _move_one(session, "retry", job_id, _retried(keep_progress), variant=variant)
 
 
 _CANCELLED: dict[str, Any] = {"completed_at": now(), "estimated_completion_time": None}
@@ -337,7 +375,7 @@ async def fail_jobs(
 ) -> list[CollectionJob]:
     """`fail_job` of every pending or running job `selection` matches, in one statement."""
     where = selection.conditions()
-    return await _move(session, MOVES["fail"], where, _failed(error_message))
+    return await _move(session, MOVES["fail"], where, _FAILED, params=_failure(error_message))
 
 
 # --- Stalled jobs --------------------------------------------------------------------------
@@ -358,7 +396,7 @@ async def fail_stalled_jobs(
     selection = JobSelection(stalled_for=stalled_for)
     where = selection.conditions()
     message = f"no progress reported for {stalled_for}" if error_message is None else error_message
-    return await _move(session, MOVES["fail"], where, _failed(message))
+    return await _move(session, MOVES["fail"], where, _FAILED, params=_failure(message))
 
 
 async def requeue_stalled_jobs(
