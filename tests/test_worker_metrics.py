@@ -48,16 +48,23 @@ def scrape(port: int) -> dict[str, float]:
     return samples
 
 
-async def scrape_until(port: int, name: str, seconds: float = 20) -> dict[str, float]:
+async def scrape_until(
+    port: int, name: str, seconds: float = 20, *, then: dict[str, float] | None = None
+) -> dict[str, float]:
+    """The samples once `name` is above 0 and every sample of `then` has its value (the
+    gauges follow within a loop turn of the counters: a scrape may fall between)."""
+    samples: dict[str, float] = {}
     for _ in range(int(seconds / 0.1)):
         try:
             samples = await asyncio.to_thread(scrape, port)
-            if samples.get(name, 0) > 0:
+            if samples.get(name, 0) > 0 and all(
+                samples.get(k) == v for k, v in (then or {}).items()
+            ):
                 return samples
         except OSError:
             pass  # not serving yet
         await asyncio.sleep(0.1)
-    raise AssertionError(f"{name} never above 0")
+    raise AssertionError(f"{name} never above 0 with {then}: {samples}")
 
 
 async def test_the_endpoint_shows_a_running_job_then_its_completion(db: Database) -> None:
@@ -74,8 +81,11 @@ async def test_the_endpoint_shows_a_running_job_then_its_completion(db: Database
         assert running["collection_worker_progress_report_duration_seconds_count"] >= 1
         assert running["collection_worker_jobs_completed_total"] == 0
         assert await wait_until_all_completed(db, 30) == 0
-        done = await scrape_until(port, "collection_worker_jobs_completed_total")
-        assert done["collection_worker_running_jobs"] == 0
+        done = await scrape_until(
+            port,
+            "collection_worker_jobs_completed_total",
+            then={"collection_worker_running_jobs": 0},
+        )
         assert done['collection_worker_collect_duration_seconds_count{collection_type="news"}'] == 1
         for percent in ("10", "50", "90"):
             key = f'collection_worker_estimate_error_seconds_count{{progress_percent="{percent}"}}'
