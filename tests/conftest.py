@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy.engine import URL
 
 from app.db.engine import connect, create_engine
-from app.testing.databases import CloneFactory, DatabaseServer, worker_name
+from app.testing.databases import CloneFactory, DatabaseServer, drop, empty, worker_name
 from tests.helpers.workers import STARTED, Database
 
 pytest_plugins = ["app.testing.plugin"]
@@ -32,22 +32,12 @@ async def scratch_db(
 
     async def make() -> URL:
         name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-        conn = await connect(test_url)
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
         made.append(name)
-        return test_url.set(database=name)
+        return await empty(test_url, name)
 
     yield make
-    if made:
-        conn = await connect(test_url)
-        try:
-            for name in made:
-                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
+    for name in made:
+        await drop(test_url, name)
 
 
 @pytest.fixture(scope="session")

@@ -121,7 +121,9 @@ class Worker:
         self._bug: StatementBug | None = None
         self._pool: _Connections | None = None
         self.completions = Completions()
-        self._link_timeout = 2.0
+        # How long one connection or statement may take before the link counts as dead:
+        # well inside the rescue timeout, so the worker notices before a rescuer acts.
+        self._link_timeout = max(2.0, self.settings.rescue_timeout / 2)
         self.metrics = metrics
 
     # --- control -------------------------------------------------------------------------
@@ -189,9 +191,7 @@ class Worker:
         Raises `WorkerBugError` when a statement of its own loop failed for a bug (after
         handing its jobs back)."""
         s = self.settings
-        # How long one connection or statement may take before the link counts as dead:
-        # well inside the rescue timeout, so the worker notices before a rescuer acts.
-        link_timeout = max(2.0, s.rescue_timeout / 2)
+        link_timeout = self._link_timeout
         # Every statement is the service's, written once and sent by the driver: a pool of
         # plain asyncpg connections, each statement its own transaction, no SQLAlchemy
         # work per checkout. No ping before a statement: a dead connection fails it, and
@@ -207,7 +207,6 @@ class Worker:
             statement_cache_size=100 if s.prepared_statements else 0,
         )
         self._pool = _Connections(pool, link_timeout)
-        self._link_timeout = link_timeout
         loop = asyncio.get_running_loop()
         listener: Listener | None = None
         upkeep: asyncio.Task[None] | None = None

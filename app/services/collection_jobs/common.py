@@ -36,8 +36,6 @@ class Statement:
     a transaction, asyncpg's (`$1`, ...) for the driver, which prepares it once per
     connection instead of SQLAlchemy compiling it on every call."""
 
-    name: str
-    """What a log line calls it when it fails."""
     clause: Executable
     sql: str
     parameters: tuple[str, ...]
@@ -45,13 +43,13 @@ class Statement:
     """The values a Core statement binds itself (`status = 'running'` as `status_1`)."""
 
 
-def statement(name: str, sql: str | Executable) -> Statement:
+def statement(sql: str | Executable) -> Statement:
     """`sql` (text with `:name` parameters, or a Core statement with named bindparams)
     compiled once for asyncpg."""
     clause = text(sql) if isinstance(sql, str) else sql
     compiled = clause.compile(dialect=asyncpg_dialect())  # type: ignore[attr-defined,no-untyped-call]
     positions = tuple(compiled.positiontup or ())
-    return Statement(name, clause, compiled.string, positions, dict(compiled.params))
+    return Statement(clause, compiled.string, positions, dict(compiled.params))
 
 
 def is_autocommit(db: object) -> bool:
@@ -105,7 +103,6 @@ async def _invalidate(db: Executor, exc: BaseException) -> None:
 
 
 JOB_STATE = statement(
-    "read the job's state",
     "SELECT status, collection_types, started_at FROM collection_jobs WHERE id = :job",
 )
 """A job's status, types and run: what a refused write reads to say why."""

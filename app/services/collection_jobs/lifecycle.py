@@ -242,15 +242,12 @@ async def _move_one(
     if moved:
         return moved[0]
     if run_started_at is not None:
-        found = (
-            await session.execute(
-                select(JOBS.c.status, JOBS.c.started_at).where(JOBS.c.id == job_id)
-            )
-        ).one_or_none()
-        if found is None:
+        found = await fetch(session, JOB_STATE, {"job": job_id})
+        if not found:
             raise JobNotFoundError(job_id)
+        status, _types, started_at = found[0]
         what = {"complete": "completion", "fail": "failure"}.get(action, f"the {action}")
-        raise not_this_run(job_id, JobStatus(found.status), found.started_at, run_started_at, what)
+        raise not_this_run(job_id, JobStatus(status), started_at, run_started_at, what)
     raise await refuse_move(session, job_id, move.target)
 
 

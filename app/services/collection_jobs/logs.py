@@ -137,7 +137,7 @@ def _add_logs_statement() -> Any:
 
 
 ADD_LOGS_STATEMENT = _add_logs_statement()
-_ADD_LOGS = statement("write logs", ADD_LOGS_STATEMENT)
+_ADD_LOGS = statement(ADD_LOGS_STATEMENT)
 
 
 async def add_job_logs(

@@ -137,7 +137,7 @@ def _progress_statement() -> Any:
 PROGRESS_STATEMENT = _progress_statement()
 """Built once; parameters `job_id`, `collection_type`, `percent`, `run_started_at`."""
 
-_PROGRESS = statement("record progress", PROGRESS_STATEMENT)
+_PROGRESS = statement(PROGRESS_STATEMENT)
 
 
 async def report_progress(

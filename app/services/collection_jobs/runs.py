@@ -61,19 +61,14 @@ class Claimed:
         return Run(self.job.id, self.job.started_at, self.attempt_id)
 
 
-_REGISTER = statement(
-    "register the worker", "INSERT INTO collection_workers (name) VALUES (:name) RETURNING id"
-)
-_STOPPED = statement(
-    "record the worker's stop", "UPDATE collection_workers SET stopped_at = now() WHERE id = :id"
-)
+_REGISTER = statement("INSERT INTO collection_workers (name) VALUES (:name) RETURNING id")
+_STOPPED = statement("UPDATE collection_workers SET stopped_at = now() WHERE id = :id")
 
 
-def _claim(name: str, picked: str) -> Statement:
+def _claim(picked: str) -> Statement:
     """The claim: the `picked` pending jobs made running with their attempts, in one
     statement that returns the jobs as they are now: one round trip a pickup."""
     return statement(
-        name,
         f"""
 WITH picked AS ({picked}
 ), job AS (
@@ -96,7 +91,6 @@ ORDER BY job.created_at, job.id
 
 
 _CLAIM_OLDEST = _claim(
-    "claim jobs",
     """
     SELECT id, updated_at AS pending_since FROM collection_jobs
     WHERE status = 'pending' AND collection_types <@ CAST(:types AS text[])
@@ -105,7 +99,6 @@ _CLAIM_OLDEST = _claim(
     FOR UPDATE SKIP LOCKED""",
 )
 _CLAIM_ONE = _claim(
-    "start a job",
     """
     SELECT id, updated_at AS pending_since FROM collection_jobs
     WHERE id = :job AND status = 'pending'
@@ -113,7 +106,6 @@ _CLAIM_ONE = _claim(
 )
 
 _HEARTBEAT = statement(
-    "heartbeat",
     """
 WITH worker AS (
     UPDATE collection_workers SET heartbeat_at = now() WHERE id = :worker RETURNING id
@@ -127,10 +119,9 @@ RETURNING a.id
 )
 
 
-def _end_run(name: str, outcome: AttemptOutcome, job_set: str, returning: str) -> Statement:
+def _end_run(outcome: AttemptOutcome, job_set: str, returning: str) -> Statement:
     """Move the run's job (fenced to the run) and end its attempt, in one statement."""
     return statement(
-        name,
         f"""
 WITH job AS (
     UPDATE collection_jobs SET {job_set}, updated_at = statement_timestamp()
@@ -146,7 +137,6 @@ SELECT {returning} FROM job
 
 
 _COMPLETE = _end_run(
-    "complete the job",
     AttemptOutcome.COMPLETED,
     """status = 'completed', completed_at = statement_timestamp(),
        progress = (SELECT jsonb_object_agg(t, 100) FROM unnest(collection_types) AS t),
@@ -154,7 +144,6 @@ _COMPLETE = _end_run(
     "completed_at",
 )
 _COMPLETE_MANY = statement(
-    "complete jobs",
     """
 WITH runs AS (
     SELECT * FROM unnest(CAST(:jobs AS uuid[]), CAST(:runs AS timestamptz[]),
@@ -175,21 +164,18 @@ SELECT id, completed_at FROM job
 """,
 )
 _FAIL = _end_run(
-    "fail the job",
     AttemptOutcome.FAILED,
     """status = 'failed', completed_at = statement_timestamp(),
        error_message = :message, estimated_completion_time = NULL""",
     "completed_at",
 )
 _RELEASE = _end_run(
-    "hand the job back",
     AttemptOutcome.RELEASED,
     "status = 'pending', started_at = NULL, estimated_completion_time = NULL",
     f"pg_notify('{JOB_CREATED}', CAST(id AS text))",
 )
 
 _RELEASE_ORPHANS = statement(
-    "hand back the runs this worker does not hold",
     f"""
 WITH orphan AS (
     SELECT a.id, a.collection_job_id, a.run_started_at FROM collection_job_attempts a
@@ -214,7 +200,6 @@ SELECT id, pg_notify('{JOB_CREATED}', CAST(id AS text)) FROM job
 )
 
 _STOPPED_FROM_OUTSIDE = statement(
-    "end an attempt stopped from outside",
     """
 WITH ended AS (
     UPDATE collection_job_attempts a SET ended_at = now(), outcome = j.status
@@ -230,7 +215,6 @@ SELECT outcome FROM collection_job_attempts WHERE id = :attempt AND ended_at IS 
 )
 
 _RESCUE = statement(
-    "rescue",
     f"""
 WITH lost AS (
     SELECT a.id FROM collection_job_attempts a
@@ -270,7 +254,6 @@ FROM job
 )
 
 _QUEUE = statement(
-    "queue state",
     """
 SELECT (SELECT count(*) FROM collection_jobs WHERE status = 'pending'),
        (SELECT CAST(EXTRACT(epoch FROM now() - min(heartbeat_at)) AS float8)
@@ -279,23 +262,6 @@ SELECT (SELECT count(*) FROM collection_jobs WHERE status = 'pending'),
 )
 
 _ALL_TYPES = [t.value for t in CollectionType]
-
-STATEMENTS = (
-    _REGISTER,
-    _STOPPED,
-    _CLAIM_OLDEST,
-    _CLAIM_ONE,
-    _HEARTBEAT,
-    _COMPLETE,
-    _COMPLETE_MANY,
-    _FAIL,
-    _RELEASE,
-    _RELEASE_ORPHANS,
-    _STOPPED_FROM_OUTSIDE,
-    _RESCUE,
-    _QUEUE,
-)
-"""Every statement of this module, for the tests that hold them to the allowed moves."""
 
 
 async def register_worker(db: Executor, name: str) -> uuid.UUID:
@@ -458,7 +424,6 @@ async def _not_this_run(db: Executor, run: Run, what: str) -> Exception:
 
 __all__ = [
     "ATTEMPT_STOPPED",
-    "STATEMENTS",
     "Claimed",
     "Run",
     "claim_jobs",
