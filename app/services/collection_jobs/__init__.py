@@ -48,7 +48,7 @@ from app.services.collection_jobs.logs import (
     list_job_logs,
     next_page,
 )
-from app.services.collection_jobs.notify import ATTEMPT_STOPPED, JOB_CREATED
+from app.services.collection_jobs.notify import ATTEMPT_STOPPED, JOB_CHANGED, JOB_CREATED
 from app.services.collection_jobs.progress import (
     MAX_ESTIMATE,
     PROGRESS_STATEMENT,
@@ -77,6 +77,7 @@ from app.services.collection_jobs.runs import (
 __all__ = [
     "ALLOWED_FROM",
     "ATTEMPT_STOPPED",
+    "JOB_CHANGED",
     "JOB_CREATED",
     "MAX_ESTIMATE",
     "MAX_PAGE_SIZE",

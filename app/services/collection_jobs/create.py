@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.models import CollectionJob, CollectionType
 from app.services.collection_jobs.common import JOBS
 from app.services.collection_jobs.errors import JobValidationError
-from app.services.collection_jobs.notify import JOB_CREATED
+from app.services.collection_jobs.notify import JOB_CHANGED, JOB_CREATED
 
 
 class NewCollectionJob(BaseModel):
@@ -107,7 +107,9 @@ WITH job AS (
     WHERE EXISTS (SELECT FROM analysts WHERE id = :analyst)
     RETURNING {_JOB_NAMES}
 )
-SELECT {_JOB_NAMES}, pg_notify('{JOB_CREATED}', CAST(id AS text)) AS notified FROM job
+SELECT {_JOB_NAMES}, pg_notify('{JOB_CREATED}', CAST(id AS text)) AS notified,
+       pg_notify('{JOB_CHANGED}', CAST(id AS text)) AS changed
+FROM job
 """
-    ).columns(*JOBS.c, column("notified"))
+    ).columns(*JOBS.c, column("notified"), column("changed"))
 )

@@ -41,7 +41,7 @@ from app.services.collection_jobs.errors import (
     JobValidationError,
     not_this_run,
 )
-from app.services.collection_jobs.notify import ATTEMPT_STOPPED, JOB_CREATED
+from app.services.collection_jobs.notify import ATTEMPT_STOPPED, JOB_CHANGED, JOB_CREATED
 
 # --- The table of allowed moves ------------------------------------------------------------
 
@@ -165,7 +165,8 @@ def _move_statement(
 ) -> Any:
     """One statement: every job `where` selects, in a status `move` leaves, moved; its live
     attempt ended as `move` says; the workers told (the attempt's worker stops it, when
-    `tell_workers`; waiting workers look at the queue, when the job became pending). A
+    `tell_workers`; waiting workers look at the queue, when the job became pending), and
+    whoever shows jobs live (`JOB_CHANGED`). A
     job row is locked before its attempt row, as every statement of `runs` does."""
     jobs = JOBS.c
     moved = (
@@ -196,6 +197,7 @@ def _move_statement(
             )
     if move.target is JobStatus.PENDING:
         told.append(func.pg_notify(JOB_CREATED, cast(moved.c.id, Text)))
+    told.append(func.pg_notify(JOB_CHANGED, cast(moved.c.id, Text)))
     statement = statement.add_columns(*(t.label(f"told_{n}") for n, t in enumerate(told)))
     return select(CollectionJob).from_statement(statement).execution_options(populate_existing=True)
 

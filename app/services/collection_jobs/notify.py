@@ -14,3 +14,8 @@ ATTEMPT_STOPPED = "collection_job_attempts_stopped"
 """Channel: a live attempt was ended by someone other than its worker (cancel, requeue,
 fail); payload: the attempt's id. Its worker stops that attempt's collectors at once, and
 only those: a newer attempt of the same job is not touched."""
+JOB_CHANGED = "collection_jobs_changed"
+"""Channel: a job changed (created, claimed, progress, completed, failed, cancelled,
+requeued, retried, handed back, rescued); payload: its id. Every statement of the service
+that writes a job sends it, so whoever shows jobs live (`app.web`) needs no other source.
+Several in one transaction for one job arrive as one."""

@@ -33,7 +33,10 @@ from app.services.collection_jobs.common import (
 )
 from app.services.collection_jobs.errors import JobNotFoundError, not_this_run
 from app.services.collection_jobs.lifecycle import cut_error_message, refuse_move
-from app.services.collection_jobs.notify import ATTEMPT_STOPPED, JOB_CREATED
+from app.services.collection_jobs.notify import ATTEMPT_STOPPED, JOB_CHANGED, JOB_CREATED
+
+_CHANGED = f"pg_notify('{JOB_CHANGED}', CAST(job.id AS text))"
+"""Told to whoever shows jobs live; every statement here that moves a job sends it."""
 
 _JOB_COLUMNS = tuple(c.name for c in JOBS.c)
 
@@ -83,6 +86,7 @@ WITH picked AS ({picked}
     RETURNING id, collection_job_id
 )
 SELECT {", ".join(f"job.{name}" for name in _JOB_COLUMNS)}, attempt.id AS attempt_id,
+       {_CHANGED} AS changed,
        CAST(EXTRACT(epoch FROM job.started_at - job.pending_since) AS float8) AS waited
 FROM job JOIN attempt ON attempt.collection_job_id = job.id
 ORDER BY job.created_at, job.id
@@ -131,7 +135,7 @@ WITH job AS (
     UPDATE collection_job_attempts SET ended_at = now(), outcome = '{outcome.value}'
     WHERE id = :attempt AND ended_at IS NULL AND EXISTS (SELECT FROM job)
 )
-SELECT {returning} FROM job
+SELECT {returning}, {_CHANGED} FROM job
 """,
     )
 
@@ -144,7 +148,7 @@ _COMPLETE = _end_run(
     "completed_at",
 )
 _COMPLETE_MANY = statement(
-    """
+    f"""
 WITH runs AS (
     SELECT * FROM unnest(CAST(:jobs AS uuid[]), CAST(:runs AS timestamptz[]),
                          CAST(:attempts AS uuid[])) AS r(job, run, attempt)
@@ -160,7 +164,7 @@ WITH runs AS (
     UPDATE collection_job_attempts a SET ended_at = now(), outcome = 'completed'
     FROM job WHERE a.id = job.attempt AND a.ended_at IS NULL
 )
-SELECT id, completed_at FROM job
+SELECT id, completed_at, {_CHANGED} FROM job
 """,
 )
 _FAIL = _end_run(
@@ -195,7 +199,7 @@ WITH orphan AS (
     UPDATE collection_job_attempts a SET ended_at = now(), outcome = 'released'
     FROM orphan WHERE a.id = orphan.id AND a.ended_at IS NULL
 )
-SELECT id, pg_notify('{JOB_CREATED}', CAST(id AS text)) FROM job
+SELECT id, pg_notify('{JOB_CREATED}', CAST(id AS text)), {_CHANGED} FROM job
 """,
 )
 
@@ -248,7 +252,8 @@ WITH lost AS (
       AND j.started_at = c.run_started_at
     RETURNING j.id, j.status
 )
-SELECT id, CASE WHEN status = 'pending' THEN pg_notify('{JOB_CREATED}', CAST(id AS text)) END
+SELECT id, CASE WHEN status = 'pending' THEN pg_notify('{JOB_CREATED}', CAST(id AS text)) END,
+       {_CHANGED}
 FROM job
 """,
 )
