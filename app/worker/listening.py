@@ -48,6 +48,11 @@ class Listener:
         self._ended = asyncio.Event()
         self._keeper: asyncio.Task[None] | None = None
 
+    @property
+    def listening(self) -> bool:
+        """Connected now (notifications sent while not are lost: look again)."""
+        return self._conn is not None and not self._conn.is_closed()
+
     async def start(self) -> None:
         """Listen, or, when the link does not answer, poll until it does: a worker that
         starts during an outage works as soon as the database is back."""

@@ -1,0 +1,234 @@
+"""Live job states for every Server-Sent Events client of one process, from one source.
+
+One LISTEN connection per process hears `JOB_CHANGED`; the ids heard are gathered and, once
+per `debounce` interval, their states are read in one statement and handed to every
+subscriber that wants them. A job reporting a hundred times a second therefore costs one
+read and one event per interval, and the database's work does not grow with the number
+of clients. Without LISTEN (PgBouncer in transaction mode, or the link lost), one poll per
+process every `poll_interval` reads the active jobs and the ones watched, and hands on
+those whose `updated_at` moved.
+
+A subscriber keeps the latest state per job, not a queue: a slow client skips states it
+had no time for, never holds the others up, and never grows without bound (past
+`MAILBOX_JOBS` distinct jobs it is told to start over from a snapshot).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.db.faults import describe, is_outage
+from app.services.collection_jobs import JOB_CHANGED
+from app.web import queries
+from app.web.schemas import JobState
+from app.worker.listening import Listener
+
+log = logging.getLogger("app.web.live")
+
+MAILBOX_JOBS = 1000
+REPLAY_EVENTS = 10_000
+"""How many recent changes a reconnecting client can be given again (`Last-Event-ID`)."""
+POLL_ROWS = 10_000
+
+
+@dataclass(eq=False)
+class Subscriber:
+    """One client's view: `wants` decides which jobs; `take` gives what changed since."""
+
+    wants: Callable[[JobState], bool]
+    job_id: uuid.UUID | None = None
+    """Set for one job's stream: only that job's changes are read for it."""
+    _latest: dict[uuid.UUID, tuple[int, JobState]] = field(default_factory=dict)
+    _ready: asyncio.Event = field(default_factory=asyncio.Event)
+    overflowed: bool = False
+
+    def offer(self, seq: int, state: JobState) -> None:
+        if not self.wants(state):
+            return
+        self._latest.pop(state.id, None)  # the newest goes last: events stay in order
+        self._latest[state.id] = (seq, state)
+        if len(self._latest) > MAILBOX_JOBS:
+            self._latest.clear()
+            self.overflowed = True
+        self._ready.set()
+
+    async def wait(self) -> None:
+        await self._ready.wait()
+
+    def take(self) -> list[tuple[int, JobState]]:
+        self._ready.clear()
+        taken = list(self._latest.values())
+        self._latest.clear()
+        return taken
+
+
+class LiveJobs:
+    """The process's one source of live job states (see the module's docstring)."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        listen_url: URL | None,
+        debounce: float = 0.1,
+        poll_interval: float = 1.0,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        self._engine = engine
+        self._listen_url = listen_url
+        self.debounce, self.poll_interval = debounce, poll_interval
+        self._connect_timeout = connect_timeout
+        self._subscribers: set[Subscriber] = set()
+        self._heard: set[uuid.UUID] = set()
+        self._woken = asyncio.Event()
+        self._resync = True
+        self._seen: dict[uuid.UUID, object] = {}
+        """Polling: each job's `updated_at` as last handed on."""
+        self._recent: deque[tuple[int, uuid.UUID]] = deque(maxlen=REPLAY_EVENTS)
+        self.seq = 0
+        self.epoch = uuid.uuid4().hex[:8]
+        """Event ids are `epoch.seq`: one from another process or an earlier run is
+        recognised as such (the client gets a snapshot instead of a replay)."""
+        self._listener: Listener | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.reads = 0
+        """Statements sent for live states: what the benchmark holds to the client count."""
+
+    @property
+    def listening(self) -> bool:
+        return self._listener is not None and self._listener.listening
+
+    async def start(self) -> None:
+        if self._listen_url is not None:
+            self._listener = Listener(
+                self._listen_url,
+                [JOB_CHANGED],
+                self._notified,
+                listening_again=self._listening_again,
+                ping_every=10.0,
+                ping_timeout=5.0,
+                connect_timeout=self._connect_timeout,
+            )
+            await self._listener.start()
+        self._task = asyncio.create_task(self._run(), name="live job states")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._listener is not None:
+            await self._listener.close(give_up_after=2.0)
+
+    def subscribe(self, subscriber: Subscriber) -> Subscriber:
+        self._subscribers.add(subscriber)
+        self._woken.set()
+        return subscriber
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        self._subscribers.discard(subscriber)
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)
+
+    def event_id(self, seq: int) -> str:
+        return f"{self.epoch}.{seq}"
+
+    def changed_since(self, event_id: str) -> list[uuid.UUID] | None:
+        """The jobs changed after `event_id`, if this process still knows; else None."""
+        epoch, _, number = event_id.partition(".")
+        if epoch != self.epoch or not number.isdigit():
+            return None
+        seq = int(number)
+        if self._recent and seq < self._recent[0][0] - 1 and len(self._recent) == REPLAY_EVENTS:
+            return None
+        return list(dict.fromkeys(job for s, job in self._recent if s > seq))
+
+    def _notified(self, _channel: str, payload: str) -> None:
+        try:
+            self._heard.add(uuid.UUID(payload))
+        except ValueError:
+            log.warning("ignored a %s notification that is not a job id", JOB_CHANGED)
+            return
+        self._woken.set()
+
+    def _listening_again(self) -> None:
+        self._resync = True  # what changed meanwhile was not heard: poll once
+        self._woken.set()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                if self.listening:
+                    await self._listen_round()
+                else:
+                    await self._poll_round()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise  # our bug: loud, never retried as an outage
+                log.warning("live job states paused: %s", describe(exc))
+                self._resync = True
+                await asyncio.sleep(self.poll_interval)
+
+    async def _listen_round(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.poll_interval):
+                await self._woken.wait()
+        self._woken.clear()
+        if self._resync:
+            await self._poll_round(wait=False)
+            return
+        if not self._heard:
+            return
+        await asyncio.sleep(self.debounce)  # gather the burst: one read per job per interval
+        heard, self._heard = self._heard, set()
+        wanted = self._wanted(heard)
+        if wanted:
+            async with self._engine.connect() as conn:
+                self.reads += 1
+                states = await queries.job_states(conn, wanted)
+            self._hand_on(states)
+
+    def _wanted(self, heard: set[uuid.UUID]) -> list[uuid.UUID]:
+        if any(s.job_id is None for s in self._subscribers):
+            return list(heard)
+        return [job for job in heard if any(s.job_id == job for s in self._subscribers)]
+
+    async def _poll_round(self, *, wait: bool = True) -> None:
+        if wait:
+            await asyncio.sleep(self.poll_interval)
+        self._resync = False
+        self._heard.clear()
+        if not self._subscribers:
+            self._seen.clear()
+            return
+        watched = {s.job_id for s in self._subscribers if s.job_id is not None}
+        watched |= set(self._seen)  # the active jobs of the last round: did they finish?
+        everything = any(s.job_id is None for s in self._subscribers)
+        async with self._engine.connect() as conn:
+            self.reads += 1
+            states = await queries.polled_states(
+                conn, list(watched), POLL_ROWS if everything else 0
+            )
+        changed = [s for s in states if self._seen.get(s.id) != s.updated_at]
+        self._seen = {s.id: s.updated_at for s in states if s.status.value in queries.ACTIVE}
+        self._hand_on(changed)
+
+    def _hand_on(self, states: list[JobState]) -> None:
+        for state in states:
+            self.seq += 1
+            self._recent.append((self.seq, state.id))
+            for subscriber in list(self._subscribers):
+                subscriber.offer(self.seq, state)

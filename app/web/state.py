@@ -1,0 +1,87 @@
+"""What the router needs for the life of the process, made and closed by the host's
+lifespan: one engine and one source of live states (one LISTEN connection)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Request
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.db.embedded import database_url
+from app.db.engine import create_engine, create_sessionmaker
+from app.db.settings import Settings, load_settings
+from app.db.urls import as_url, parse_database_url
+from app.web.live import LiveJobs
+
+STATE_KEY = "collection_jobs"
+
+
+@dataclass
+class WebState:
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    live: LiveJobs
+
+
+@asynccontextmanager
+async def collection_jobs_lifespan(
+    app: FastAPI,
+    *,
+    url: URL | str | None = None,
+    settings: Settings | None = None,
+    listen: bool | None = None,
+) -> AsyncIterator[WebState]:
+    """Enter it in the host's own lifespan (a mounted sub-application's lifespan never
+    runs). `url` defaults to DATABASE_URL, or the embedded development server. LISTEN goes
+    over WORKER_LISTEN_URL when set, else over the URL itself unless it goes through
+    PgBouncer in transaction mode (DB_DISABLE_PREPARED_STATEMENTS), where one poll per
+    process stands in; `listen` overrides that choice."""
+    settings = settings or load_settings()
+    target = as_url(url) if url is not None else None
+    if target is None:
+        target = await database_url(settings, settings.environment(), create=False)
+    engine = create_engine(
+        target,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout=min(settings.db_pool_timeout, 5.0),
+        pool_recycle=settings.db_pool_recycle,
+        connect_timeout=min(settings.db_connect_timeout, 5.0),
+        disable_prepared_statements=settings.db_disable_prepared_statements,
+        application_name=f"{settings.db_application_name}-web",
+        command_timeout=30.0,
+    )
+    listen_url: URL | None = None
+    if settings.worker_listen_url is not None:
+        raw = settings.worker_listen_url.get_secret_value()
+        listen_url = parse_database_url(raw, setting="WORKER_LISTEN_URL")
+    elif not settings.db_disable_prepared_statements:
+        listen_url = target
+    if listen is False:
+        listen_url = None
+    elif listen and listen_url is None:
+        listen_url = target
+    live = LiveJobs(engine, listen_url=listen_url)
+    state = WebState(engine, create_sessionmaker(engine), live)
+    await live.start()
+    setattr(app.state, STATE_KEY, state)
+    try:
+        yield state
+    finally:
+        await live.close()
+        await engine.dispose()
+
+
+def web_state(request: Request) -> WebState:
+    state = getattr(request.app.state, STATE_KEY, None)
+    if state is None:
+        raise RuntimeError(
+            "app.web's router is mounted but collection_jobs_lifespan was not entered: "
+            "enter it in the host app's lifespan (docs/web.md)"
+        )
+    assert isinstance(state, WebState)
+    return state
