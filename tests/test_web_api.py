@@ -134,7 +134,7 @@ async def test_keyset_pages_cover_every_job_once(database_of_its_own: CloneFacto
         }
 
 
-BAD_READS = [
+BAD_READS: list[tuple[str, dict[str, Any], int, str | None]] = [
     ("/api/jobs/not-a-uuid", {}, 422, "job_id"),
     ("/api/jobs/not-a-uuid/logs", {}, 422, "job_id"),
     ("/api/jobs", {"status": "finished"}, 422, "status.0"),

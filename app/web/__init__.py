@@ -16,10 +16,35 @@
 See docs/web.md; `python -m app.web` serves it alone.
 """
 
-from app.web.access import Access, Action, full_access
-from app.web.api import MAX_PAGE, create_router
-from app.web.problems import Problem
-from app.web.state import WebState, collection_jobs_lifespan
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from app.web.access import Access, Action, full_access
+    from app.web.api import MAX_PAGE, create_router
+    from app.web.problems import Problem
+    from app.web.state import WebState, collection_jobs_lifespan
+
+_WHERE = {
+    "Access": "app.web.access",
+    "Action": "app.web.access",
+    "full_access": "app.web.access",
+    "MAX_PAGE": "app.web.api",
+    "create_router": "app.web.api",
+    "Problem": "app.web.problems",
+    "WebState": "app.web.state",
+    "collection_jobs_lifespan": "app.web.state",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Imported on first use: `python -m app.web` can say in one line that the `web`
+    extra is missing, instead of failing with a traceback as it imports this package."""
+    if name not in _WHERE:
+        raise AttributeError(f"module 'app.web' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(_WHERE[name]), name)
+
 
 __all__ = [
     "MAX_PAGE",

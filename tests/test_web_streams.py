@@ -1,0 +1,200 @@
+"""Live job states: a real uvicorn on 127.0.0.1 (`python -m app.web`), a real worker
+process reporting, and clients that follow a job or every job, directly, under a prefix,
+and through PgBouncer in transaction mode (one poll per process instead of LISTEN)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy.engine import URL
+
+from app.db.engine import create_engine, create_sessionmaker, session_scope
+from app.models import CollectionType
+from app.services import collection_jobs as jobs
+from app.testing.databases import CloneFactory
+from app.testing.factories import make_claimed_job
+from app.web.live import LiveJobs, Subscriber
+from tests.helpers.sse import Event, events
+from tests.helpers.tools import url_env
+from tests.helpers.web import job_request, new_analyst
+from tests.helpers.workers import STARTED, start_worker, started
+from tests.test_concurrency import pgbouncer_url  # noqa: F401 - the fixture, shared
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def web_server(url: URL, *args: str, env: dict[str, str] | None = None) -> AsyncIterator[str]:
+    """`python -m app.web` on a free port; its base URL once it answers."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app.web", "--port", str(port), *args],
+        env={**os.environ, **url_env(url), "PYTHONPATH": os.getcwd(), **(env or {})},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    STARTED.append(process)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient() as client:
+            deadline = time.monotonic() + 60
+            while True:
+                assert process.poll() is None, process.communicate()[0]
+                with contextlib.suppress(httpx.TransportError):
+                    if (await client.get(f"{base}/api/queue")).status_code == 200:
+                        break
+                assert time.monotonic() < deadline, "the server did not answer in 60 s"
+                await asyncio.sleep(0.2)
+        yield base
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=30)[0]
+        assert "Traceback" not in output, output
+
+
+async def follow(
+    client: httpx.AsyncClient, path: str, job_id: str, headers: dict[str, str] | None = None
+) -> list[Event]:
+    """The events of a stream until `job_id` is seen completed."""
+    seen: list[Event] = []
+    async with client.stream("GET", path, headers=headers) as response:
+        assert response.status_code == 200, await response.aread()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        async for event in events(response):
+            seen.append(event)
+            states = event.data if event.kind == "snapshot" else [event.data]
+            if any(s["id"] == job_id and s["status"] == "completed" for s in states):
+                return seen
+    raise AssertionError(f"the stream ended first: {seen}")
+
+
+def assert_followed_live(seen: list[Event], job_id: str) -> None:
+    mine = [e.data for e in seen if e.kind == "job" and e.data["id"] == job_id]
+    overall = [s["overall_progress"] for s in mine]
+    assert overall == sorted(overall), overall  # never backwards
+    assert len(set(overall)) >= 3, overall  # seen moving, not only the end
+    assert mine[-1]["status"] == "completed"
+    assert mine[-1]["progress"] == {"news": 100.0, "disclosure": 100.0}
+
+
+ROUTES = ["direct", "prefix", "pgbouncer"]
+
+
+@pytest.mark.parametrize("route", ROUTES)
+async def test_clients_follow_a_job_a_real_worker_runs(
+    route: str, database_of_its_own: CloneFactory, request: pytest.FixtureRequest
+) -> None:
+    url = await database_of_its_own()
+    served, args, env = url, [], {}
+    if route == "pgbouncer":
+        served = request.getfixturevalue("pgbouncer_url").set(database=url.database)
+        env = {"DB_DISABLE_PREPARED_STATEMENTS": "true"}
+    if route == "prefix":
+        args = ["--root-path", "/collection"]
+    analyst = await new_analyst(url)
+    async with (
+        web_server(served, *args, env=env) as base,
+        httpx.AsyncClient(
+            base_url=base + ("/collection" if route == "prefix" else ""), timeout=60
+        ) as client,
+    ):
+        job = (await client.post("/api/jobs", json=job_request(analyst))).json()
+        one = asyncio.create_task(follow(client, f"/api/jobs/{job['id']}/events", job["id"]))
+        every = [asyncio.create_task(follow(client, "/api/events", job["id"])) for _ in range(5)]
+        await asyncio.sleep(1.0)  # the clients are connected before the work begins
+        worker = start_worker(url, env={"COLLECTOR_STEP_SECONDS": "0.3"})
+        try:
+            await started(worker)
+            seen = await asyncio.wait_for(one, 60)
+            all_seen = await asyncio.wait_for(asyncio.gather(*every), 60)
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            worker.communicate(timeout=30)
+        first = seen[0]
+        assert first.kind == "job" and first.data["status"] == "pending"  # the current state
+        assert_followed_live(seen, job["id"])
+        for stream in all_seen:
+            assert stream[0].kind == "snapshot"
+            assert [s["id"] for s in stream[0].data] == [job["id"]]
+            assert_followed_live(stream, job["id"])
+
+        if route == "direct":  # a reconnect is given what changed since its last event
+            again: list[Event] = []
+            last_id = all_seen[0][1].id
+            assert last_id is not None
+            async with client.stream(
+                "GET", "/api/events", headers={"Last-Event-ID": last_id}
+            ) as response:
+                async for event in events(response):
+                    again.append(event)
+                    break
+            assert again[0].kind == "job" and again[0].data["status"] == "completed"
+            stale: list[Event] = []
+            async with client.stream(
+                "GET", "/api/events", headers={"Last-Event-ID": "another-process.5"}
+            ) as response:
+                async for event in events(response):
+                    stale.append(event)
+                    break
+            assert stale[0].kind == "snapshot" and stale[0].data == []  # nothing active
+
+
+async def test_a_job_reporting_fast_sends_bounded_events_and_a_slow_client_holds_none_up(
+    database_of_its_own: CloneFactory,
+) -> None:
+    """200 reports in about a second: each client gets at most one event per debounce
+    interval, ending on the final state; a client that reads nothing keeps only the
+    latest state (no queue grows) and holds the other up in nothing."""
+    url = await database_of_its_own()
+    engine = create_engine(url)
+    sessions = create_sessionmaker(engine)
+    live = LiveJobs(engine, listen_url=url, debounce=0.1)
+    await live.start()
+    try:
+        async with session_scope(sessions) as session:
+            claimed = await make_claimed_job(session, [CollectionType.NEWS])
+        job_id = claimed.job.id
+        reader = live.subscribe(Subscriber(lambda s: True))
+        stalled = live.subscribe(Subscriber(lambda s: True))
+        got: list[Any] = []
+
+        async def read() -> None:
+            while True:
+                await reader.wait()
+                got.extend(state for _seq, state in reader.take())
+
+        reading = asyncio.create_task(read())
+        began = time.monotonic()
+        async with engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            for n in range(1, 201):
+                await jobs.report_progress(conn, job_id, "news", n / 2)
+                await asyncio.sleep(0.005)
+        took = time.monotonic() - began
+        await asyncio.sleep(0.5)
+        reading.cancel()
+        assert got[-1].overall_progress == 100.0
+        assert len(got) <= took / live.debounce + 3, (len(got), took)
+        [(_seq, latest)] = stalled.take()
+        assert latest.overall_progress == 100.0
+        assert live.reads <= took / live.debounce + 3
+    finally:
+        await live.close()
+        await engine.dispose()
