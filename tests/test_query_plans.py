@@ -60,6 +60,35 @@ def index_names(plan: Any) -> set[str]:
     return set()
 
 
+def node_types(plan: Any) -> set[str]:
+    if isinstance(plan, dict):
+        found = {plan["Node Type"]} if "Node Type" in plan else set()
+        return found.union(*(node_types(value) for value in plan.values()))
+    if isinstance(plan, list):
+        return set().union(*(node_types(item) for item in plan))
+    return set()
+
+
+async def plans(session: AsyncSession, call: Callable[[], Awaitable[Any]]) -> list[Any]:
+    """Run `call`, then EXPLAIN each statement it sent, with the same parameters."""
+    connection = await session.connection()
+    sent: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, params: Any, *args: Any) -> None:
+        sent.append((statement, params))
+
+    event.listen(connection.sync_connection, "before_cursor_execute", capture)
+    try:
+        await call()
+    finally:
+        event.remove(connection.sync_connection, "before_cursor_execute", capture)
+    found = []
+    for statement, params in sent:
+        result = await connection.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {statement}", params)
+        found.append(result.scalar_one())
+    return found
+
+
 async def indexes_used(session: AsyncSession, call: Callable[[], Awaitable[Any]]) -> set[str]:
     """Run `call`, then EXPLAIN each statement it sent, with the same parameters."""
     connection = await session.connection()
@@ -103,7 +132,8 @@ async def test_an_analysts_jobs_use_the_analyst_id_index(filled: AsyncSession) -
         filled,
         lambda: jobs.list_analyst_jobs(filled, job.analyst_id, status=JobStatus.COMPLETED),
     )
-    assert "idx_collection_jobs_analyst_id" in used
+    # The guide's analyst index, or the API's (analyst, created_at, id) from 2c7e9a4f1b36.
+    assert {"idx_collection_jobs_analyst_id", "idx_collection_jobs_analyst_created_at_id"} & used
 
 
 async def test_claiming_and_stalled_jobs_use_an_index_on_status(filled: AsyncSession) -> None:
@@ -154,3 +184,49 @@ def test_index_names_are_found_at_any_depth() -> None:
     plan = [{"Plan": {"Plans": [{"Index Name": "a"}, {"Plans": [{"Index Name": "b"}]}]}}]
     assert index_names(plan) == {"a", "b"}
     assert index_names([{"Plan": {"Node Type": "Seq Scan"}}]) == set()
+
+
+@pytest.mark.parametrize("filtered", ["every job", "one analyst", "a status", "a type"])
+async def test_the_apis_job_pages_are_index_range_scans_without_a_sort(
+    filled: AsyncSession, filtered: str
+) -> None:
+    """GET /api/jobs, its first page and a deep one: read in (created_at, id) order from an
+    index, never every matching job read and sorted (revision 2c7e9a4f1b36)."""
+    from app.web import queries
+
+    job = await some_job(filled, JobStatus.COMPLETED)
+    if filtered == "one analyst":  # one with many jobs: reading and sorting them all costs
+        await filled.execute(
+            text(
+                "INSERT INTO collection_jobs (analyst_id, collection_types, start_date, "
+                "end_date, status, created_at) SELECT :analyst, ARRAY['news'], now(), now(), "
+                "'completed', now() - g * interval '1 second' FROM generate_series(1, 5000) g"
+            ),
+            {"analyst": job.analyst_id},
+        )
+        await filled.execute(text("ANALYZE collection_jobs"))
+    selection = {
+        "every job": jobs.JobSelection(),
+        "one analyst": jobs.JobSelection(analyst_id=job.analyst_id),
+        "a status": jobs.JobSelection(statuses=["completed"]),
+        "a type": jobs.JobSelection(collection_type="news"),
+    }[filtered]
+    first = await queries.list_jobs(filled, selection, 20, None)
+    assert first.next_cursor is not None
+    for cursor in (None, first.next_cursor):
+        [plan] = await plans(filled, lambda c=cursor: queries.list_jobs(filled, selection, 20, c))
+        nodes = node_types(plan)
+        assert "Seq Scan" not in nodes and "Sort" not in nodes, plan
+        assert {
+            "idx_collection_jobs_created_at_id",
+            "idx_collection_jobs_analyst_created_at_id",
+        } & index_names(plan), plan
+
+
+async def test_the_queues_finishes_per_minute_read_the_last_hours_only(
+    filled: AsyncSession,
+) -> None:
+    from app.web import queries
+
+    used = await indexes_used(filled, lambda: queries.queue(filled))
+    assert "idx_collection_jobs_completed_at" in used

@@ -31,6 +31,10 @@ DEV_ONLY = (
     "pytest_asyncio",
     "xdist",
     "prometheus_client",
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "httpx",
 )
 
 
@@ -140,3 +144,11 @@ def test_the_models_and_service_import_without_development_packages(
     )
     result = run_tool("-c", code, env=runtime_only, cwd=tmp_path)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+def test_the_web_command_without_its_extra_says_what_to_install(
+    runtime_only: dict[str, str], tmp_path: Path
+) -> None:
+    result = run_tool("-m", "app.web", "--demo", env=runtime_only, cwd=tmp_path)
+    assert_one_line_error(result, 2, "needs the 'web' extra", prefix="web: error: ")
+    assert [path.name for path in tmp_path.iterdir()] == ["hide-dev-packages"]  # wrote nothing

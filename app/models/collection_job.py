@@ -22,8 +22,9 @@ if TYPE_CHECKING:
 
 
 class CollectionJob(UUIDPrimaryKey, Timestamps, Base):
-    """Columns, defaults and indexes exactly as the migration guide's `CREATE TABLE`, and
-    one index more for the worker's claim (revision 9b2e5f81c4d3)."""
+    """Columns, defaults and indexes exactly as the migration guide's `CREATE TABLE`, one
+    index more for the worker's claim (revision 9b2e5f81c4d3) and three for the API's
+    listings (revision 2c7e9a4f1b36)."""
 
     __tablename__ = "collection_jobs"
     __table_args__ = (
@@ -35,6 +36,17 @@ class CollectionJob(UUIDPrimaryKey, Timestamps, Base):
             "created_at",
             "id",
             postgresql_where=text("status = 'pending'"),
+        ),
+        # The API lists jobs newest first, keyset-paged on (created_at, id): every page an
+        # index range scan, for all jobs or one analyst's, however many there are
+        # (revision 2c7e9a4f1b36).
+        Index("idx_collection_jobs_created_at_id", "created_at", "id"),
+        Index("idx_collection_jobs_analyst_created_at_id", "analyst_id", "created_at", "id"),
+        # The queue's finishes per minute read the last hour's, not every finished job.
+        Index(
+            "idx_collection_jobs_completed_at",
+            "completed_at",
+            postgresql_where=text("completed_at IS NOT NULL"),
         ),
     )
 
