@@ -214,7 +214,11 @@ async def test_the_apis_job_pages_are_index_range_scans_without_a_sort(
     first = await queries.list_jobs(filled, selection, 20, None)
     assert first.next_cursor is not None
     for cursor in (None, first.next_cursor):
-        [plan] = await plans(filled, lambda c=cursor: queries.list_jobs(filled, selection, 20, c))
+
+        async def page(at: str | None = cursor) -> Any:
+            return await queries.list_jobs(filled, selection, 20, at)
+
+        [plan] = await plans(filled, page)
         nodes = node_types(plan)
         assert "Seq Scan" not in nodes and "Sort" not in nodes, plan
         assert {
