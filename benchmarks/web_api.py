@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import socket
@@ -86,6 +87,7 @@ async def listing(args: argparse.Namespace) -> None:
         await fill(url, args.jobs)
         print(f"{args.jobs:,} jobs made in {time.monotonic() - began:.0f} s")
         async with api_client(url) as api:
+            gc.freeze()  # as `python -m app.web` does once it has started (docs/web.md)
             some = (await api.get("/api/jobs", params={"limit": 1})).json()["items"][0]
             deep = (await api.get("/api/jobs", params={"limit": 200})).json()["next_cursor"]
             for _ in range(20):  # 4,000 jobs in

@@ -194,7 +194,8 @@ async def test_a_job_reporting_fast_sends_bounded_events_and_a_slow_client_holds
         assert len(got) <= took / live.debounce + 3, (len(got), took)
         [(_seq, latest)] = stalled.take()
         assert latest.overall_progress == 100.0
-        assert live.reads <= took / live.debounce + 3
+        # One read a round, however many reports and clients: not one per report.
+        assert live.reads <= (time.monotonic() - began) / live.debounce + 3 < 200
     finally:
         await live.close()
         await engine.dispose()

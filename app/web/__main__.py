@@ -20,6 +20,7 @@ except ImportError:
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import random
 from collections.abc import AsyncIterator
@@ -90,6 +91,10 @@ def build_app(url: URL, root_path: str = "") -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with collection_jobs_lifespan(app, url=url):
+            # Everything made at start-up (FastAPI's, pydantic's and SQLAlchemy's objects)
+            # kept out of the collector's full passes, which otherwise stall a request now
+            # and then for ~50 ms (docs/benchmarks.md).
+            gc.freeze()
             yield
 
     app = FastAPI(

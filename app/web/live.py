@@ -1,12 +1,14 @@
 """Live job states for every Server-Sent Events client of one process, from one source.
 
-One LISTEN connection per process hears `JOB_CHANGED`; the ids heard are gathered and, once
-per `debounce` interval, their states are read in one statement and handed to every
-subscriber that wants them. A job reporting a hundred times a second therefore costs one
-read and one event per interval, and the database's work does not grow with the number
-of clients. Without LISTEN (PgBouncer in transaction mode, or the link lost), one poll per
-process every `poll_interval` reads the active jobs and the ones watched, and hands on
-those whose `updated_at` moved.
+One task per process reads, once per round, what changed, in one statement, and hands it
+to every subscriber that wants it: the running jobs changed since the last round (a
+running worker's claims, reports and completions send no notification, which would
+serialize the server's commits), the jobs that were running last round (did they end?),
+and the jobs named on `JOB_CHANGED` (created, cancelled, requeued, retried, failed:
+heard on one LISTEN connection per process). A round lasts `debounce` (100 ms), so a job
+reporting a hundred times a second costs one event per round, and the database's work
+does not grow with the number of clients. Without LISTEN (PgBouncer in transaction mode,
+or the link lost), rounds last `poll_interval` and also read the pending jobs changed.
 
 A subscriber keeps the latest state per job, not a queue: a slow client skips states it
 had no time for, never holds the others up, and never grows without bound (past
@@ -22,11 +24,13 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.faults import describe, is_outage
+from app.models import JobStatus
 from app.services.collection_jobs import JOB_CHANGED
 from app.web import queries
 from app.web.schemas import JobState
@@ -37,7 +41,9 @@ log = logging.getLogger("app.web.live")
 MAILBOX_JOBS = 1000
 REPLAY_EVENTS = 10_000
 """How many recent changes a reconnecting client can be given again (`Last-Event-ID`)."""
-POLL_ROWS = 10_000
+OVERLAP = timedelta(seconds=2)
+"""How far back each round looks again: a write stamped before the last round's newest
+`updated_at` but committed after it is still read (then recognised by its `updated_at`)."""
 
 
 @dataclass(eq=False)
@@ -89,10 +95,13 @@ class LiveJobs:
         self._connect_timeout = connect_timeout
         self._subscribers: set[Subscriber] = set()
         self._heard: set[uuid.UUID] = set()
-        self._woken = asyncio.Event()
         self._resync = True
-        self._seen: dict[uuid.UUID, object] = {}
-        """Polling: each job's `updated_at` as last handed on."""
+        self._since: datetime | None = None
+        """The latest `updated_at` read (the database's clock at first): each round reads
+        what changed after it, less `OVERLAP`."""
+        self._running: set[uuid.UUID] = set()
+        self._seen: dict[uuid.UUID, datetime] = {}
+        """Each job's `updated_at` as last handed on (the running and the watched ones)."""
         self._recent: deque[tuple[int, uuid.UUID]] = deque(maxlen=REPLAY_EVENTS)
         self.seq = 0
         self.epoch = uuid.uuid4().hex[:8]
@@ -131,7 +140,6 @@ class LiveJobs:
 
     def subscribe(self, subscriber: Subscriber) -> Subscriber:
         self._subscribers.add(subscriber)
-        self._woken.set()
         return subscriber
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
@@ -159,20 +167,15 @@ class LiveJobs:
             self._heard.add(uuid.UUID(payload))
         except ValueError:
             log.warning("ignored a %s notification that is not a job id", JOB_CHANGED)
-            return
-        self._woken.set()
 
     def _listening_again(self) -> None:
-        self._resync = True  # what changed meanwhile was not heard: poll once
-        self._woken.set()
+        self._resync = True  # what was told meanwhile was not heard: read the pending too
 
     async def _run(self) -> None:
         while True:
+            await asyncio.sleep(self.debounce if self.listening else self.poll_interval)
             try:
-                if self.listening:
-                    await self._listen_round()
-                else:
-                    await self._poll_round()
+                await self._round()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -180,50 +183,34 @@ class LiveJobs:
                     raise  # our bug: loud, never retried as an outage
                 log.warning("live job states paused: %s", describe(exc))
                 self._resync = True
-                await asyncio.sleep(self.poll_interval)
 
-    async def _listen_round(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.poll_interval):
-                await self._woken.wait()
-        self._woken.clear()
-        if self._resync:
-            await self._poll_round(wait=False)
-            return
-        if not self._heard:
-            return
-        await asyncio.sleep(self.debounce)  # gather the burst: one read per job per interval
-        heard, self._heard = self._heard, set()
-        wanted = self._wanted(heard)
-        if wanted:
-            async with self._engine.connect() as conn:
-                self.reads += 1
-                states = await queries.job_states(conn, wanted)
-            self._hand_on(states)
-
-    def _wanted(self, heard: set[uuid.UUID]) -> list[uuid.UUID]:
-        if any(s.job_id is None for s in self._subscribers):
-            return list(heard)
-        return [job for job in heard if any(s.job_id == job for s in self._subscribers)]
-
-    async def _poll_round(self, *, wait: bool = True) -> None:
-        if wait:
-            await asyncio.sleep(self.poll_interval)
-        self._resync = False
-        self._heard.clear()
+    async def _round(self) -> None:
         if not self._subscribers:
+            self._heard.clear()
+            self._running.clear()
             self._seen.clear()
+            self._since = None
             return
-        watched = {s.job_id for s in self._subscribers if s.job_id is not None}
-        watched |= set(self._seen)  # the active jobs of the last round: did they finish?
         everything = any(s.job_id is None for s in self._subscribers)
+        watched = {s.job_id for s in self._subscribers if s.job_id is not None}
+        heard, self._heard = self._heard, set()
+        ids = heard | self._running | (set() if everything and self.listening else watched)
+        pending = everything and (self._resync or not self.listening)
+        self._resync = False
         async with self._engine.connect() as conn:
+            if self._since is None:
+                self._since = await queries.database_clock(conn)
             self.reads += 1
-            states = await queries.polled_states(
-                conn, list(watched), POLL_ROWS if everything else 0
+            states = await queries.changed_states(
+                conn, ids, self._since - OVERLAP, running=everything, pending=pending
             )
         changed = [s for s in states if self._seen.get(s.id) != s.updated_at]
-        self._seen = {s.id: s.updated_at for s in states if s.status.value in queries.ACTIVE}
+        for state in states:
+            self._seen[state.id] = state.updated_at
+            self._since = max(self._since, state.updated_at)
+        self._running = {s.id for s in states if s.status is JobStatus.RUNNING}
+        keep = self._running | watched
+        self._seen = {job: at for job, at in self._seen.items() if job in keep}
         self._hand_on(changed)
 
     def _hand_on(self, states: list[JobState]) -> None:

@@ -15,7 +15,9 @@ ATTEMPT_STOPPED = "collection_job_attempts_stopped"
 fail); payload: the attempt's id. Its worker stops that attempt's collectors at once, and
 only those: a newer attempt of the same job is not touched."""
 JOB_CHANGED = "collection_jobs_changed"
-"""Channel: a job changed (created, claimed, progress, completed, failed, cancelled,
-requeued, retried, handed back, rescued); payload: its id. Every statement of the service
-that writes a job sends it, so whoever shows jobs live (`app.web`) needs no other source.
-Several in one transaction for one job arrive as one."""
+"""Channel: a job changed other than by its running worker's hot path (created, cancelled,
+requeued, retried, failed, handed back, rescued); payload: its id. A claim, a progress
+report and a completion do not tell it: a notification makes each commit take the
+server's one notification-queue lock, which halved the reports a server takes
+(docs/benchmarks.md). Whoever shows jobs live (`app.web`) hears this channel and reads
+the running jobs that changed."""

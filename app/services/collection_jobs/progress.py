@@ -38,7 +38,6 @@ from app.services.collection_jobs.errors import (
     JobNotRunningError,
     JobValidationError,
 )
-from app.services.collection_jobs.notify import JOB_CHANGED
 
 # --- Progress ------------------------------------------------------------------------------
 
@@ -131,12 +130,7 @@ def _progress_statement() -> Any:
             overall_progress=cast(func.round(cast(mean, Numeric), literal_column("1")), String),
             estimated_completion_time=estimate,
         )
-        .returning(
-            jobs.progress,
-            jobs.overall_progress,
-            jobs.estimated_completion_time,
-            func.pg_notify(JOB_CHANGED, cast(jobs.id, Text)),
-        )
+        .returning(jobs.progress, jobs.overall_progress, jobs.estimated_completion_time)
     )
 
 
@@ -173,7 +167,7 @@ async def report_progress(
     # SQLAlchemy's per-statement work (see docs/benchmarks.md); its codecs decode the JSONB.
     rows = await fetch(db, _PROGRESS, params)
     if rows:
-        progress, overall, estimate, _told = rows[0]
+        progress, overall, estimate = rows[0]
         return ProgressReport(
             progress={name: float(value) for name, value in progress.items()},
             overall_progress=float(overall),

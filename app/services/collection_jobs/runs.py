@@ -36,7 +36,9 @@ from app.services.collection_jobs.lifecycle import cut_error_message, refuse_mov
 from app.services.collection_jobs.notify import ATTEMPT_STOPPED, JOB_CHANGED, JOB_CREATED
 
 _CHANGED = f"pg_notify('{JOB_CHANGED}', CAST(job.id AS text))"
-"""Told to whoever shows jobs live; every statement here that moves a job sends it."""
+"""Told to whoever shows jobs live, by the statements here that are not the hot path:
+claims and completions are not (a notification serializes commits on the server's one
+notification queue); `app.web` reads the running jobs that changed instead."""
 
 _JOB_COLUMNS = tuple(c.name for c in JOBS.c)
 
@@ -86,7 +88,6 @@ WITH picked AS ({picked}
     RETURNING id, collection_job_id
 )
 SELECT {", ".join(f"job.{name}" for name in _JOB_COLUMNS)}, attempt.id AS attempt_id,
-       {_CHANGED} AS changed,
        CAST(EXTRACT(epoch FROM job.started_at - job.pending_since) AS float8) AS waited
 FROM job JOIN attempt ON attempt.collection_job_id = job.id
 ORDER BY job.created_at, job.id
@@ -123,8 +124,12 @@ RETURNING a.id
 )
 
 
-def _end_run(outcome: AttemptOutcome, job_set: str, returning: str) -> Statement:
-    """Move the run's job (fenced to the run) and end its attempt, in one statement."""
+def _end_run(
+    outcome: AttemptOutcome, job_set: str, returning: str, *, tell: bool = True
+) -> Statement:
+    """Move the run's job (fenced to the run) and end its attempt, in one statement;
+    `JOB_CHANGED` told unless it is the hot path (`tell=False`)."""
+    told = f", {_CHANGED}" if tell else ""
     return statement(
         f"""
 WITH job AS (
@@ -135,7 +140,7 @@ WITH job AS (
     UPDATE collection_job_attempts SET ended_at = now(), outcome = '{outcome.value}'
     WHERE id = :attempt AND ended_at IS NULL AND EXISTS (SELECT FROM job)
 )
-SELECT {returning}, {_CHANGED} FROM job
+SELECT {returning}{told} FROM job
 """,
     )
 
@@ -146,9 +151,10 @@ _COMPLETE = _end_run(
        progress = (SELECT jsonb_object_agg(t, 100) FROM unnest(collection_types) AS t),
        overall_progress = '100.0', estimated_completion_time = NULL""",
     "completed_at",
+    tell=False,
 )
 _COMPLETE_MANY = statement(
-    f"""
+    """
 WITH runs AS (
     SELECT * FROM unnest(CAST(:jobs AS uuid[]), CAST(:runs AS timestamptz[]),
                          CAST(:attempts AS uuid[])) AS r(job, run, attempt)
@@ -164,7 +170,7 @@ WITH runs AS (
     UPDATE collection_job_attempts a SET ended_at = now(), outcome = 'completed'
     FROM job WHERE a.id = job.attempt AND a.ended_at IS NULL
 )
-SELECT id, completed_at, {_CHANGED} FROM job
+SELECT id, completed_at FROM job
 """,
 )
 _FAIL = _end_run(
