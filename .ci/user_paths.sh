@@ -60,15 +60,15 @@ runtime_only_production_procedure() {
     )
 }
 
-# Another team's project: installs us as a dependency (not editable, the `testing` extra)
-# and runs its own suite on our plugin, on the server (and database name) of TEST_DATABASE_URL
-# given. Started in the background, so that it runs beside ours; `other_project_wait`
+# Another team's project: installs us as a dependency (not editable, the `testing` and `web`
+# extras), runs its own suite on our plugin and mounts our API into its own FastAPI app, on
+# the server (and database name) of TEST_DATABASE_URL given. Started in the background, so that it runs beside ours; `other_project_wait`
 # reports its result.
 other_project_start() {
     local test_url="$1" project="$CI_WORK/other project"
     cp -r .ci/other-project "$project"
     python3 -m venv "$project/.venv"
-    "$project/.venv/bin/pip" install -q -c constraints.txt "$PWD[testing]"
+    "$project/.venv/bin/pip" install -q -c constraints.txt "$PWD[testing,web]" httpx
     (
         cd "$project"
         export TEST_DATABASE_URL="$test_url"
@@ -99,7 +99,7 @@ pytest_alembic_from_an_install() {
     if [ ! -d "$project" ]; then
         cp -r .ci/alembic-project "$project"
         python3 -m venv "$project/.venv"
-        "$project/.venv/bin/pip" install -q -c constraints.txt "$PWD[testing]" pytest-alembic
+        "$project/.venv/bin/pip" install -q -c constraints.txt "$PWD[testing,web]" httpx pytest-alembic
         # A team's alembic.ini is the package's (its script_location is app:migrations).
         "$project/.venv/bin/python" -c 'import shutil, sys
 from app.db.migrate.steps import MIGRATIONS
