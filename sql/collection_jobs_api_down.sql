@@ -15,6 +15,34 @@ SET max_parallel_maintenance_workers = 0;
 
 SET lock_timeout = '0';
 
+DROP INDEX CONCURRENTLY IF EXISTS idx_collection_job_attempts_lost_ended_at;
+
+RESET lock_timeout;
+
+RESET max_parallel_maintenance_workers;
+
+BEGIN;
+
+COMMIT;
+
+SET max_parallel_maintenance_workers = 0;
+
+SET lock_timeout = '0';
+
+DROP INDEX CONCURRENTLY IF EXISTS idx_collection_job_attempts_run_started_at;
+
+RESET lock_timeout;
+
+RESET max_parallel_maintenance_workers;
+
+BEGIN;
+
+COMMIT;
+
+SET max_parallel_maintenance_workers = 0;
+
+SET lock_timeout = '0';
+
 DROP INDEX CONCURRENTLY IF EXISTS idx_collection_jobs_created_at_id;
 
 RESET lock_timeout;

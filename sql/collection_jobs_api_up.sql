@@ -87,6 +87,58 @@ RESET max_parallel_maintenance_workers;
 
 BEGIN;
 
+COMMIT;
+
+SET max_parallel_maintenance_workers = 0;
+
+SET lock_timeout = '25ms';
+
+DO $$
+BEGIN
+    IF EXISTS (
+        SELECT 1 FROM pg_index
+        WHERE indexrelid = to_regclass('idx_collection_job_attempts_run_started_at') AND NOT indisvalid
+    ) THEN
+        DROP INDEX idx_collection_job_attempts_run_started_at;
+    END IF;
+END $$;
+
+SET lock_timeout = '0';
+
+CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_collection_job_attempts_run_started_at ON collection_job_attempts(run_started_at);
+
+RESET lock_timeout;
+
+RESET max_parallel_maintenance_workers;
+
+BEGIN;
+
+COMMIT;
+
+SET max_parallel_maintenance_workers = 0;
+
+SET lock_timeout = '25ms';
+
+DO $$
+BEGIN
+    IF EXISTS (
+        SELECT 1 FROM pg_index
+        WHERE indexrelid = to_regclass('idx_collection_job_attempts_lost_ended_at') AND NOT indisvalid
+    ) THEN
+        DROP INDEX idx_collection_job_attempts_lost_ended_at;
+    END IF;
+END $$;
+
+SET lock_timeout = '0';
+
+CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_collection_job_attempts_lost_ended_at ON collection_job_attempts(ended_at) WHERE outcome = 'lost';
+
+RESET lock_timeout;
+
+RESET max_parallel_maintenance_workers;
+
+BEGIN;
+
 DO $$ BEGIN IF to_regclass('alembic_version') IS NOT NULL THEN UPDATE alembic_version SET version_num='2c7e9a4f1b36' WHERE alembic_version.version_num = '9b2e5f81c4d3'; END IF; END $$;
 
 COMMIT;

@@ -39,6 +39,14 @@ class CollectionJobAttempt(UUIDPrimaryKey, Base):
             unique=True,
             postgresql_where=text("ended_at IS NULL"),
         ),
+        # The dashboard's last hour of claims (pickup latency) and last day of lost
+        # attempts read those alone (revision 2c7e9a4f1b36).
+        Index("idx_collection_job_attempts_run_started_at", "run_started_at"),
+        Index(
+            "idx_collection_job_attempts_lost_ended_at",
+            "ended_at",
+            postgresql_where=text("outcome = 'lost'"),
+        ),
     )
 
     collection_job_id: Mapped[uuid.UUID] = mapped_column(

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from app.web.access import Access, Action, full_access
     from app.web.api import MAX_PAGE, create_router
+    from app.web.dashboard import create_dashboard_router
     from app.web.problems import Problem
     from app.web.state import WebState, collection_jobs_lifespan
 
@@ -30,6 +31,7 @@ _WHERE = {
     "full_access": "app.web.access",
     "MAX_PAGE": "app.web.api",
     "create_router": "app.web.api",
+    "create_dashboard_router": "app.web.dashboard",
     "Problem": "app.web.problems",
     "WebState": "app.web.state",
     "collection_jobs_lifespan": "app.web.state",
@@ -53,6 +55,7 @@ __all__ = [
     "Problem",
     "WebState",
     "collection_jobs_lifespan",
+    "create_dashboard_router",
     "create_router",
     "full_access",
 ]

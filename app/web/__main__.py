@@ -38,6 +38,7 @@ from app.db.settings import RESETTABLE_ENVIRONMENTS, load_settings
 from app.models import Analyst, CollectionType
 from app.services import collection_jobs as jobs
 from app.web.api import create_router
+from app.web.dashboard import create_dashboard_router
 from app.web.state import collection_jobs_lifespan
 from app.worker.__main__ import OneLine
 
@@ -64,8 +65,9 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m app.web",
         description=(
-            "Serve the collection jobs API (JSON and live events under /api, its OpenAPI "
-            "page at /docs) on DATABASE_URL, or the embedded development database."
+            "Serve the collection jobs dashboard (at /) and API (JSON and live events under "
+            "/api, its OpenAPI page at /docs) on DATABASE_URL, or the embedded development "
+            "database."
         ),
         epilog="The platform mounts app.web.create_router into its own app: docs/web.md.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -104,6 +106,7 @@ def build_app(url: URL, root_path: str = "") -> FastAPI:
         root_path=root_path,
     )
     app.include_router(create_router())
+    app.include_router(create_dashboard_router())
     return app
 
 

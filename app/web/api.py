@@ -35,6 +35,9 @@ from app.web.schemas import (
 from app.web.state import WebState, web_state
 from app.web.streams import job_stream, jobs_stream
 
+API_NAME = "collection_jobs_api."
+"""Every route's name begins with it: `request.url_for(API_NAME + "events")` finds a route
+under whatever prefix the host gave, and no name clashes with the host's own."""
 MAX_PAGE = 200
 """The largest page a listing returns: a page is read and sent at once."""
 
@@ -63,7 +66,7 @@ def create_router(*, access: Callable[..., Any] = full_access) -> APIRouter:
         require(grant, Action.READ)
         return grant
 
-    @router.post("/jobs", status_code=201, response_model=JobState)
+    @router.post("/jobs", status_code=201, response_model=JobState, name=API_NAME + "create_job")
     async def create_job(
         request: Annotated[jobs.NewCollectionJob, Body()], grant: Grant, state: State
     ) -> JobState:
@@ -81,7 +84,7 @@ def create_router(*, access: Callable[..., Any] = full_access) -> APIRouter:
             )
         return JobState.of(job)
 
-    @router.get("/jobs", response_model=JobPage)
+    @router.get("/jobs", response_model=JobPage, name=API_NAME + "list_jobs")
     async def list_jobs(
         grant: Grant,
         state: State,
@@ -107,13 +110,13 @@ def create_router(*, access: Callable[..., Any] = full_access) -> APIRouter:
         async with state.sessions() as session:
             return await queries.list_jobs(session, selection, limit, cursor)
 
-    @router.get("/jobs/{job_id}", response_model=JobDetail)
+    @router.get("/jobs/{job_id}", response_model=JobDetail, name=API_NAME + "get_job")
     async def get_job(job_id: JobId, grant: Grant, state: State) -> JobDetail:
         """A job: per-type progress, overall progress, estimated finish, error, attempts."""
         async with state.sessions() as session:
             return await queries.job_detail(session, job_id, reader(grant))
 
-    @router.get("/jobs/{job_id}/logs", response_model=LogPage)
+    @router.get("/jobs/{job_id}/logs", response_model=LogPage, name=API_NAME + "job_logs")
     async def job_logs(
         job_id: JobId, grant: Grant, state: State, limit: Limit = 100, cursor: str | None = None
     ) -> LogPage:
@@ -147,17 +150,17 @@ def create_router(*, access: Callable[..., Any] = full_access) -> APIRouter:
             job = await call(session, job_id, **options)
         return JobState.of(job)
 
-    @router.post("/jobs/{job_id}/cancel", response_model=JobState)
+    @router.post("/jobs/{job_id}/cancel", response_model=JobState, name=API_NAME + "cancel")
     async def cancel(job_id: JobId, grant: Grant, state: State) -> JobState:
         """Cancel a pending or running job; a running one's worker stops its collectors."""
         return await act(Action.CANCEL, job_id, grant, state)
 
-    @router.post("/jobs/{job_id}/requeue", response_model=JobState)
+    @router.post("/jobs/{job_id}/requeue", response_model=JobState, name=API_NAME + "requeue")
     async def requeue(job_id: JobId, grant: Grant, state: State) -> JobState:
         """Put a running job back in the queue with its progress (its worker stops it)."""
         return await act(Action.REQUEUE, job_id, grant, state)
 
-    @router.post("/jobs/{job_id}/retry", response_model=JobState)
+    @router.post("/jobs/{job_id}/retry", response_model=JobState, name=API_NAME + "retry")
     async def retry(
         job_id: JobId,
         grant: Grant,
@@ -168,14 +171,14 @@ def create_router(*, access: Callable[..., Any] = full_access) -> APIRouter:
         keep = (options or RetryRequest()).keep_progress
         return await act(Action.RETRY, job_id, grant, state, keep_progress=keep)
 
-    @router.get("/workers", response_model=list[WorkerState])
+    @router.get("/workers", response_model=list[WorkerState], name=API_NAME + "workers")
     async def list_workers(grant: Grant, state: State) -> list[WorkerState]:
         """Workers not stopped: heartbeat, its age (a dead one's grows) and running jobs."""
         reader(grant)
         async with state.sessions() as session:
             return await queries.workers(session)
 
-    @router.get("/queue", response_model=QueueState)
+    @router.get("/queue", response_model=QueueState, name=API_NAME + "queue")
     async def queue(grant: Grant, state: State) -> QueueState:
         """Counts by status, the oldest pending job's wait, finishes per minute (last hour)."""
         reader(grant)
@@ -184,6 +187,7 @@ def create_router(*, access: Callable[..., Any] = full_access) -> APIRouter:
 
     @router.get(
         "/jobs/{job_id}/events",
+        name=API_NAME + "job_events",
         response_class=StreamingResponse,
         responses={200: {"content": {"text/event-stream": {}}}},
     )
@@ -196,6 +200,7 @@ def create_router(*, access: Callable[..., Any] = full_access) -> APIRouter:
 
     @router.get(
         "/events",
+        name=API_NAME + "events",
         response_class=StreamingResponse,
         responses={200: {"content": {"text/event-stream": {}}}},
     )

@@ -14,7 +14,13 @@ from sqlalchemy.engine import URL
 
 from app.db.engine import create_engine, create_sessionmaker, session_scope
 from app.testing.factories import make_analyst
-from app.web import Access, collection_jobs_lifespan, create_router, full_access
+from app.web import (
+    Access,
+    collection_jobs_lifespan,
+    create_dashboard_router,
+    create_router,
+    full_access,
+)
 
 
 def host_app(
@@ -30,6 +36,7 @@ def host_app(
 
     app = FastAPI(lifespan=host_lifespan)
     app.include_router(create_router(access=access), prefix=prefix)
+    app.include_router(create_dashboard_router(access=access), prefix=prefix)
     return app, host_lifespan
 
 

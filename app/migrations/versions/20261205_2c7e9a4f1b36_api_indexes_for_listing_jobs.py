@@ -5,8 +5,9 @@ analyst or one. With only the guide's indexes each page sorts every matching job
 million jobs a page took a sequential scan. These two indexes make each page an index
 range scan (tests/test_query_plans.py holds it on EXPLAIN). The third, partial, holds the
 finished jobs by `completed_at`, so the queue's finishes per minute read the last hour's
-rows only. Each is built `CONCURRENTLY` (no writer waits); downgrading drops them and
-nothing else.
+rows only; two on `collection_job_attempts` do the same for the dashboard's last hour of
+claims (pickup latency) and last day of lost attempts. Each is built `CONCURRENTLY` (no
+writer waits); downgrading drops them and nothing else.
 
 Revision ID: 2c7e9a4f1b36
 Revises: 9b2e5f81c4d3
@@ -47,8 +48,26 @@ def upgrade() -> None:
         safe.create_index("idx_collection_jobs_created_at_id", "collection_jobs", "created_at, id")
     )
 
+    safe.run(
+        safe.create_index(
+            "idx_collection_job_attempts_run_started_at",
+            "collection_job_attempts",
+            "run_started_at",
+        )
+    )
+    safe.run(
+        safe.create_index(
+            "idx_collection_job_attempts_lost_ended_at",
+            "collection_job_attempts",
+            "ended_at",
+            where="outcome = 'lost'",
+        )
+    )
+
 
 def downgrade() -> None:
+    safe.run(safe.drop_index("idx_collection_job_attempts_lost_ended_at"))
+    safe.run(safe.drop_index("idx_collection_job_attempts_run_started_at"))
     safe.run(safe.drop_index("idx_collection_jobs_created_at_id"))
     safe.run(safe.drop_index("idx_collection_jobs_completed_at"))
     safe.run(safe.drop_index("idx_collection_jobs_analyst_created_at_id"))
