@@ -37,8 +37,8 @@ async def job_states(url: URL) -> dict[str, str]:
     engine = create_engine(url, null_pool=True)
     try:
         async with engine.connect() as conn:
-            rows = await conn.exec_driver_sql("SELECT id, status FROM collection_jobs")
-            return {str(r[0]): r[1] for r in rows}
+            rows = await conn.execute(text("SELECT id, status FROM collection_jobs"))
+            return {str(job_id): str(status) for job_id, status in rows.tuples()}
     finally:
         await engine.dispose()
 
