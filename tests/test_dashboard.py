@@ -11,11 +11,11 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.engine import URL
 
 from app.db.engine import create_engine, create_sessionmaker, session_scope
-from app.models import Analyst, JobStatus
+from app.models import Analyst, CollectionJob, JobStatus
 from app.services import collection_jobs as jobs
 from app.testing.databases import CloneFactory
 from app.testing.factories import make_worker
@@ -37,8 +37,8 @@ async def job_states(url: URL) -> dict[str, str]:
     engine = create_engine(url, null_pool=True)
     try:
         async with engine.connect() as conn:
-            rows = await conn.execute(text("SELECT id, status FROM collection_jobs"))
-            return {str(job_id): str(status) for job_id, status in rows.tuples()}
+            rows = await conn.execute(select(CollectionJob.id, CollectionJob.status))
+            return {str(job_id): str(status) for job_id, status in rows}
     finally:
         await engine.dispose()
 
