@@ -14,7 +14,7 @@ from app.db.engine import connect, create_engine
 from app.testing.databases import CloneFactory, DatabaseServer, drop, empty, worker_name
 from tests.helpers.workers import STARTED, Database
 
-pytest_plugins = ["app.testing.plugin"]
+pytest_plugins = ["app.testing.plugin", "tests.helpers.browser"]
 
 ScratchFactory = Callable[[], Awaitable[URL]]
 RoleFactory = Callable[[URL], Awaitable[URL]]

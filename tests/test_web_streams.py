@@ -5,19 +5,12 @@ and through PgBouncer in transaction mode (one poll per process instead of LISTE
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy.engine import URL
 
 from app.db.engine import create_engine, create_sessionmaker, session_scope
 from app.models import CollectionType
@@ -26,47 +19,9 @@ from app.testing.databases import CloneFactory
 from app.testing.factories import make_claimed_job
 from app.web.live import LiveJobs, Subscriber
 from tests.helpers.sse import Event, events
-from tests.helpers.tools import url_env
-from tests.helpers.web import job_request, new_analyst
-from tests.helpers.workers import STARTED, start_worker, started
+from tests.helpers.web import job_request, new_analyst, web_server
+from tests.helpers.workers import start_worker, started
 from tests.test_concurrency import pgbouncer_url  # noqa: F401 - the fixture, shared
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.asynccontextmanager
-async def web_server(url: URL, *args: str, env: dict[str, str] | None = None) -> AsyncIterator[str]:
-    """`python -m app.web` on a free port; its base URL once it answers."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app.web", "--port", str(port), *args],
-        env={**os.environ, **url_env(url), "PYTHONPATH": os.getcwd(), **(env or {})},
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    STARTED.append(process)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        async with httpx.AsyncClient() as client:
-            deadline = time.monotonic() + 60
-            while True:
-                assert process.poll() is None, process.communicate()[0]
-                with contextlib.suppress(httpx.TransportError):
-                    if (await client.get(f"{base}/api/queue")).status_code == 200:
-                        break
-                assert time.monotonic() < deadline, "the server did not answer in 60 s"
-                await asyncio.sleep(0.2)
-        yield base
-    finally:
-        process.send_signal(signal.SIGTERM)
-        output = process.communicate(timeout=30)[0]
-        assert "Traceback" not in output, output
 
 
 async def follow(

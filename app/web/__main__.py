@@ -45,6 +45,7 @@ from app.worker.__main__ import OneLine
 log = logging.getLogger("app.web")
 
 DEMO_EVERY_SECONDS = 8.0
+STREAMS_CUT_AFTER_SECONDS = 3
 DEMO_ANALYST = "demo@example.com"
 
 
@@ -167,7 +168,10 @@ async def _main(args: argparse.Namespace) -> int:
             log_level="info",
             lifespan="on",
             proxy_headers=True,
-        )
+            # Event streams never end by themselves: on SIGTERM they are cut after this
+            # long (their clients reconnect elsewhere), or the server would wait forever.
+            timeout_graceful_shutdown=STREAMS_CUT_AFTER_SECONDS,
+        ),
     )
     tasks: list[asyncio.Task[None]] = []
     worker = None

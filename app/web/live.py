@@ -70,6 +70,9 @@ class Subscriber:
     async def wait(self) -> None:
         await self._ready.wait()
 
+    def wake(self) -> None:
+        self._ready.set()
+
     def take(self) -> list[tuple[int, JobState]]:
         self._ready.clear()
         taken = list(self._latest.values())
@@ -109,6 +112,8 @@ class LiveJobs:
         recognised as such (the client gets a snapshot instead of a replay)."""
         self._listener: Listener | None = None
         self._task: asyncio.Task[None] | None = None
+        self.ending = asyncio.Event()
+        """Set by `end_streams`: every stream ends and no new one starts."""
         self.reads = 0
         """Statements sent for live states: what the benchmark holds to the client count."""
 
@@ -137,6 +142,14 @@ class LiveJobs:
                 await self._task
         if self._listener is not None:
             await self._listener.close(give_up_after=2.0)
+
+    def end_streams(self) -> None:
+        """End every event stream now (their clients reconnect, to another process): call
+        it as the server begins to shut down, since a server waits for open streams, which
+        never end by themselves. `python -m app.web` does."""
+        self.ending.set()
+        for subscriber in self._subscribers:
+            subscriber.wake()
 
     def subscribe(self, subscriber: Subscriber) -> Subscriber:
         self._subscribers.add(subscriber)

@@ -3,9 +3,14 @@ lifespan: one engine and one source of live states (one LISTEN connection)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from types import FrameType
+from typing import Any
 
 from fastapi import FastAPI, Request
 from sqlalchemy.engine import URL
@@ -68,12 +73,52 @@ async def collection_jobs_lifespan(
     live = LiveJobs(engine, listen_url=listen_url)
     state = WebState(engine, create_sessionmaker(engine), live)
     await live.start()
+    restore = _end_streams_on_exit_signals(live)
     setattr(app.state, STATE_KEY, state)
     try:
         yield state
     finally:
+        restore()
         await live.close()
         await engine.dispose()
+
+
+def _end_streams_on_exit_signals(live: LiveJobs) -> Callable[[], None]:
+    """On SIGTERM or SIGINT, end every event stream first, then do what the server does.
+
+    A server (uvicorn, hypercorn) waits for open connections before it runs the app's
+    shutdown, and an event stream never ends by itself: it would hang until its graceful
+    timeout, then cancel each stream with a traceback. So the streams end at once, their
+    clients reconnecting to another process. The server's own handlers are chained, and
+    put back when the lifespan ends. Only from the main thread, where handlers live."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    loop = asyncio.get_running_loop()
+    previous: dict[int, Any] = {}
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        loop.call_soon_threadsafe(live.end_streams)
+        chained = previous[signum]
+        if callable(chained):
+            chained(signum, frame)
+        elif chained == signal.SIG_IGN:
+            return
+        elif signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        else:
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        previous[signum] = signal.getsignal(signum)
+        signal.signal(signum, handler)
+
+    def restore() -> None:
+        for signum, chained in previous.items():
+            if signal.getsignal(signum) is handler:
+                signal.signal(signum, chained)
+
+    return restore
 
 
 def web_state(request: Request) -> WebState:

@@ -62,13 +62,15 @@ def matches(selection: JobSelection) -> Callable[[JobState], bool]:
 async def _follow(
     live: LiveJobs, subscriber: Subscriber, resync: Callable[[], AsyncIterator[str]]
 ) -> AsyncIterator[str]:
-    while True:
+    while not live.ending.is_set():
         try:
             async with asyncio.timeout(KEEPALIVE_SECONDS):
                 await subscriber.wait()
         except TimeoutError:
             yield ": keep-alive\n\n"
             continue
+        if live.ending.is_set():
+            return
         if subscriber.overflowed:  # too far behind: start over from the current state
             subscriber.overflowed = False
             subscriber.take()

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -21,6 +28,8 @@ from app.web import (
     create_router,
     full_access,
 )
+from tests.helpers.tools import url_env
+from tests.helpers.workers import STARTED
 
 
 def host_app(
@@ -82,3 +91,53 @@ def only(actions: set[str], analyst_id: uuid.UUID | None = None) -> Callable[[],
         return Access(frozenset(Action(a) for a in actions), analyst_id)
 
     return resolver
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def web_server(
+    url: URL, *args: str, env: dict[str, str] | None = None, prefix: str = ""
+) -> AsyncIterator[str]:
+    """`python -m app.web` on a free port (or, with `prefix`, a host app that includes the
+    routers under it, `tests.web_host`); its base URL, prefix included, once it answers."""
+    port = free_port()
+    if prefix:
+        command = ["-m", "uvicorn", "tests.web_host:app", "--port", str(port), *args]
+    else:
+        command = ["-m", "app.web", "--port", str(port), *args]
+    process = subprocess.Popen(
+        [sys.executable, *command],
+        env={
+            **os.environ,
+            **url_env(url),
+            "PYTHONPATH": os.getcwd(),
+            "WEB_HOST_PREFIX": prefix,
+            **(env or {}),
+        },
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    STARTED.append(process)
+    base = f"http://127.0.0.1:{port}{prefix}"
+    try:
+        async with httpx.AsyncClient() as client:
+            deadline = time.monotonic() + 60
+            while True:
+                assert process.poll() is None, process.communicate()[0]
+                with contextlib.suppress(httpx.TransportError):
+                    if (await client.get(f"{base}/api/queue")).status_code == 200:
+                        break
+                assert time.monotonic() < deadline, "the server did not answer in 60 s"
+                await asyncio.sleep(0.2)
+        yield base
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=30)[0]
+        assert "Traceback" not in output, output

@@ -51,9 +51,18 @@
       el.dataset.status = job.status;
     }
     if (refreshOn === "any" || (refreshOn === "status" && statusChanged) ||
-        (refreshOn === "rows" && (statusChanged || shown.length === 0))) {
+        (refreshOn === "rows" && (statusChanged || (shown.length === 0 && isNew(job))))) {
       scheduleRefresh();
     }
+  }
+
+  // A job not on the page belongs at its top only if the page is the first and the job is
+  // newer than its newest row: only then is a refresh worth a read.
+  function isNew(job) {
+    const rows = document.getElementById("live");
+    if (!rows || rows.dataset.firstPage !== "true") return false;
+    const newest = rows.querySelector("[data-created]");
+    return !newest || Date.parse(job.created_at) > Date.parse(newest.dataset.created);
   }
 
   function scheduleRefresh() {
