@@ -72,12 +72,15 @@ async def test_a_running_jobs_bars_move_without_a_reload(
     url = await database_of_its_own()
     analyst = await new_analyst(url)
     async with web_server(url, prefix=prefix) as base, httpx.AsyncClient() as client:
+        for types in (["news"], ["disclosure"]):  # company on the page
+            await client.post(f"{base}/api/jobs", json=job_request(analyst, types, days=5))
         job = (await client.post(f"{base}/api/jobs", json=job_request(analyst))).json()
         jobs_page, problems = await open_page(browser, base + "/")
         job_page, job_problems = await open_page(browser, f"{base}/jobs/{job['id']}")
         for page in (jobs_page, job_page):
             await page.wait_for_selector('#live-state[data-state="live"]', timeout=10_000)
             await page.evaluate("window.notReloaded = true")
+        shots = screenshot_folder(tmp_path)
         worker = start_worker(url, env={"COLLECTOR_STEP_SECONDS": "0.4"})
         try:
             await started(worker)
@@ -88,6 +91,8 @@ async def test_a_running_jobs_bars_move_without_a_reload(
                     width = await bar_width(page, job["id"], "news")
                     if not seen[name] or seen[name][-1] != width:
                         seen[name].append(width)
+                        if name == "jobs" and 40 <= width <= 60:  # the README's picture
+                            await page.screenshot(path=str(shots / "jobs-running.png"))
                 if all(s and s[-1] == 100.0 for s in seen.values()):
                     break
                 await asyncio.sleep(0.05)
@@ -101,7 +106,7 @@ async def test_a_running_jobs_bars_move_without_a_reload(
             assert await page.evaluate("window.notReloaded") is True
         await job_page.wait_for_selector('[data-field="status"]:text("completed")')
         await job_page.wait_for_selector(".outcome.completed", timeout=10_000)  # refreshed
-        await job_page.screenshot(path=str(screenshot_folder(tmp_path) / "job-completed.png"))
+        await job_page.screenshot(path=str(shots / "job-completed.png"))
         assert problems == [] and job_problems == []
 
 
