@@ -136,3 +136,32 @@ async def test_cancel_from_the_page_stops_the_collectors_within_a_second(
             await page.wait_for_selector('[data-field="status"]:text("cancelled")')
             await page.screenshot(path=str(screenshot_folder(tmp_path) / "job-cancelled.png"))
             assert problems == []
+
+
+async def test_a_hidden_tab_pauses_its_stream_and_a_lost_stream_falls_back_to_polling(
+    browser: Any, database_of_its_own: CloneFactory
+) -> None:
+    url = await database_of_its_own()
+    await new_analyst(url)
+    async with web_server(url) as base:
+        page, problems = await open_page(browser, base + "/queue")
+        await page.wait_for_selector('#live-state[data-state="live"]', timeout=10_000)
+        await page.evaluate(HIDE)
+        await page.wait_for_selector('#live-state[data-state="paused"]', timeout=5_000)
+        await page.evaluate(SHOW)
+        await page.wait_for_selector('#live-state[data-state="live"]', timeout=10_000)
+    # The server is gone: the stream is lost, and the page polls (and says so).
+    await page.wait_for_selector(
+        '#live-state[data-state="polling"], #live-state[data-state="offline"]', timeout=30_000
+    )
+    assert [p for p in problems if "ERR_CONNECTION_REFUSED" not in p] == []
+
+
+HIDE = """() => {
+  Object.defineProperty(document, "hidden", { configurable: true, get: () => true });
+  document.dispatchEvent(new Event("visibilitychange"));
+}"""
+SHOW = """() => {
+  Object.defineProperty(document, "hidden", { configurable: true, get: () => false });
+  document.dispatchEvent(new Event("visibilitychange"));
+}"""
