@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,6 +20,7 @@ from app.testing.databases import CloneFactory
 from app.testing.factories import make_claimed_job
 from app.web.live import LiveJobs, Subscriber
 from tests.helpers.sse import Event, events
+from tests.helpers.tools import assert_one_line_error, run_tool
 from tests.helpers.web import job_request, new_analyst, web_server
 from tests.helpers.workers import start_worker, started
 from tests.test_concurrency import pgbouncer_url  # noqa: F401 - the fixture, shared
@@ -154,3 +156,26 @@ async def test_a_job_reporting_fast_sends_bounded_events_and_a_slow_client_holds
     finally:
         await live.close()
         await engine.dispose()
+
+
+async def test_the_demo_serves_jobs_that_move(database_of_its_own: CloneFactory) -> None:
+    """`python -m app.web --demo`: demo collectors run beside the server and demo jobs
+    appear and make progress within seconds, for a newcomer to watch."""
+    url = await database_of_its_own()
+    async with web_server(url, "--demo") as base, httpx.AsyncClient(base_url=base) as client:
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            listed = (await client.get("/api/jobs")).json()["items"]
+            if any(job["overall_progress"] > 0 for job in listed):
+                break
+            await asyncio.sleep(0.5)
+        else:
+            raise AssertionError(f"no demo job moved in 40 s: {listed}")
+        page = await client.get("/")
+        assert page.status_code == 200 and "data-job=" in page.text
+
+
+def test_the_demo_refuses_production(tmp_path: Path) -> None:
+    env = {"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none", "APP_ENV": "production"}
+    result = run_tool("-m", "app.web", "--demo", env=env, cwd=tmp_path)
+    assert_one_line_error(result, 2, "--demo writes demo jobs", prefix="web: error: ")
