@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -37,3 +38,25 @@ def run_command(
 def _fail(name: str, exc: DatabaseSetupError) -> int:
     print(f"{name}: error: {exc}", file=sys.stderr)
     return exc.exit_code
+
+
+class OneLine(logging.Formatter):
+    """Every record on one line: an exception's first line, never its traceback (the
+    libraries below log some with one, such as a pooled connection that failed to close
+    while its task was being cancelled)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        exc_info, record.exc_info, record.exc_text = record.exc_info, None, None
+        line = super().format(record)
+        if exc_info and exc_info[1] is not None:
+            error = exc_info[1]
+            first = (str(error).strip().splitlines() or [""])[0]
+            line += f" ({type(error).__name__}{': ' + first if first else ''})"
+        return line
+
+
+def log_in_one_line(level: int = logging.INFO) -> None:
+    """A long-running command's log on stderr, each record on one line (`OneLine`)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(OneLine("%(asctime)s %(levelname)s %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])

@@ -30,7 +30,7 @@ from fastapi import FastAPI
 from sqlalchemy import select
 from sqlalchemy.engine import URL
 
-from app.db.cli import run_command
+from app.db.cli import log_in_one_line, run_command
 from app.db.embedded import database_url
 from app.db.engine import connect, create_engine, create_sessionmaker, session_scope
 from app.db.errors import ConfigurationError, DatabaseSetupError
@@ -40,7 +40,6 @@ from app.services import collection_jobs as jobs
 from app.web.api import create_router
 from app.web.dashboard import create_dashboard_router
 from app.web.state import collection_jobs_lifespan
-from app.worker.__main__ import OneLine
 
 log = logging.getLogger("app.web")
 
@@ -198,18 +197,7 @@ async def _main(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    try:
-        import uvicorn  # noqa: F401
-    except ImportError:
-        print(
-            "web: error: needs the 'web' extra: pip install 'collection-jobs-db[web]'",
-            file=sys.stderr,
-        )
-        return 2
-
-    handler = logging.StreamHandler()
-    handler.setFormatter(OneLine("%(asctime)s %(levelname)s %(message)s"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    log_in_one_line()
     return run_command("web", _main(args))
 
 

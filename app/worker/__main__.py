@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import signal
 import sys
 
-from app.db.cli import run_command
+from app.db.cli import log_in_one_line, run_command
 from app.db.embedded import database_url
 from app.db.errors import ConfigurationError
 from app.db.settings import load_settings
@@ -177,26 +176,9 @@ async def _main(args: argparse.Namespace) -> int:
     return 0
 
 
-class OneLine(logging.Formatter):
-    """Every record on one line: an exception's first line, never its traceback (the
-    libraries below log some with one, such as a pooled connection that failed to close
-    while its task was being cancelled)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        exc_info, record.exc_info, record.exc_text = record.exc_info, None, None
-        line = super().format(record)
-        if exc_info and exc_info[1] is not None:
-            error = exc_info[1]
-            first = (str(error).strip().splitlines() or [""])[0]
-            line += f" ({type(error).__name__}{': ' + first if first else ''})"
-        return line
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    handler = logging.StreamHandler()
-    handler.setFormatter(OneLine("%(asctime)s %(levelname)s %(message)s"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    log_in_one_line()
     return run_command("worker", _main(args))
 
 

@@ -166,6 +166,21 @@ def create_dashboard_router(*, access: Callable[..., Any] = full_access) -> APIR
         found: dict[str, Any] = await read(key, not shared, rows)
         return found
 
+    async def jobs_view(
+        request: Request,
+        grant: Access,
+        state: WebState,
+        filters: Filters,
+        cursor: str | None,
+        template: str,
+    ) -> HTMLResponse:
+        """The jobs page, or (`jobs_rows.html`) its rows, which tabs re-fetch by themselves
+        and so read through the shared cache."""
+        shared = template == "jobs_rows.html"
+        rows = await job_rows(state, filters, reader(grant), cursor, shared=shared)
+        links = filters.links(cursor, rows["listed"].next_cursor)
+        return page(request, template, grant, filters=filters, **rows, **links)
+
     @router.get("/", response_class=HTMLResponse, name=NAME + "jobs")
     async def jobs_page(
         request: Request,
@@ -174,9 +189,7 @@ def create_dashboard_router(*, access: Callable[..., Any] = full_access) -> APIR
         filters: Annotated[Filters, Depends()],
         cursor: str | None = None,
     ) -> HTMLResponse:
-        rows = await job_rows(state, filters, reader(grant), cursor, shared=False)
-        links = filters.links(cursor, rows["listed"].next_cursor)
-        return page(request, "jobs.html", grant, filters=filters, **rows, **links)
+        return await jobs_view(request, grant, state, filters, cursor, "jobs.html")
 
     @router.get("/fragments/jobs", response_class=HTMLResponse, name=NAME + "jobs_rows")
     async def jobs_fragment(
@@ -186,9 +199,7 @@ def create_dashboard_router(*, access: Callable[..., Any] = full_access) -> APIR
         filters: Annotated[Filters, Depends()],
         cursor: str | None = None,
     ) -> HTMLResponse:
-        rows = await job_rows(state, filters, reader(grant), cursor, shared=True)
-        links = filters.links(cursor, rows["listed"].next_cursor)
-        return page(request, "jobs_rows.html", grant, filters=filters, **rows, **links)
+        return await jobs_view(request, grant, state, filters, cursor, "jobs_rows.html")
 
     async def job_context(
         state: WebState, job_id: uuid.UUID, grant: Access, logs: str | None
