@@ -75,12 +75,15 @@ async def test_clients_follow_a_job_a_real_worker_runs(
         job = (await client.post("/api/jobs", json=job_request(analyst))).json()
         one = asyncio.create_task(follow(client, f"/api/jobs/{job['id']}/events", job["id"]))
         every = [asyncio.create_task(follow(client, "/api/events", job["id"])) for _ in range(5)]
+        # A stream of running jobs only: it is told when the job leaves it, completed.
+        running = asyncio.create_task(follow(client, "/api/events?status=running", job["id"]))
         await asyncio.sleep(1.0)  # the clients are connected before the work begins
         worker = start_worker(url, env={"COLLECTOR_STEP_SECONDS": "0.3"})
         try:
             await started(worker)
             seen = await asyncio.wait_for(one, 60)
             all_seen = await asyncio.wait_for(asyncio.gather(*every), 60)
+            running_seen = await asyncio.wait_for(running, 60)
         finally:
             worker.send_signal(signal.SIGTERM)
             worker.communicate(timeout=30)
@@ -91,6 +94,8 @@ async def test_clients_follow_a_job_a_real_worker_runs(
             assert stream[0].kind == "snapshot"
             assert [s["id"] for s in stream[0].data] == [job["id"]]
             assert_followed_live(stream, job["id"])
+        assert running_seen[0].kind == "snapshot" and running_seen[0].data == []  # pending
+        assert_followed_live(running_seen, job["id"])
 
         if route == "direct":  # a reconnect is given what changed since its last event
             again: list[Event] = []

@@ -22,7 +22,7 @@ import contextlib
 import logging
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -55,17 +55,34 @@ class Subscriber:
     """Set for one job's stream: only that job's changes are read for it."""
     _latest: dict[uuid.UUID, tuple[int, JobState]] = field(default_factory=dict)
     _ready: asyncio.Event = field(default_factory=asyncio.Event)
+    _shown: dict[uuid.UUID, None] = field(default_factory=dict)
+    """The jobs this client was sent (in its filter last it heard), oldest first."""
     overflowed: bool = False
 
+    def shown(self, states: Iterable[JobState]) -> None:
+        """`states` were sent to the client (a snapshot, a replay)."""
+        for state in states:
+            self._mark(state)
+
     def offer(self, seq: int, state: JobState) -> None:
-        if not self.wants(state):
+        """A change, kept if the client wants the job, or was sent it and must hear that it
+        left its filter (a `status=running` stream is told of the completion)."""
+        if not self.wants(state) and state.id not in self._shown:
             return
+        self._mark(state)
         self._latest.pop(state.id, None)  # the newest goes last: events stay in order
         self._latest[state.id] = (seq, state)
         if len(self._latest) > MAILBOX_JOBS:
             self._latest.clear()
             self.overflowed = True
         self._ready.set()
+
+    def _mark(self, state: JobState) -> None:
+        self._shown.pop(state.id, None)
+        if self.wants(state):
+            self._shown[state.id] = None
+            if len(self._shown) > MAILBOX_JOBS * 10:  # forget the longest unchanged
+                del self._shown[next(iter(self._shown))]
 
     async def wait(self) -> None:
         await self._ready.wait()
@@ -158,10 +175,6 @@ class LiveJobs:
     def unsubscribe(self, subscriber: Subscriber) -> None:
         self._subscribers.discard(subscriber)
 
-    @property
-    def subscribers(self) -> int:
-        return len(self._subscribers)
-
     def event_id(self, seq: int) -> str:
         return f"{self.epoch}.{seq}"
 
@@ -192,8 +205,9 @@ class LiveJobs:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                if not is_outage(exc):
-                    raise  # our bug: loud, never retried as an outage
+                if not is_outage(exc):  # our bug: loud, never retried as an outage
+                    log.exception("live job states stopped: a bug, not an outage")
+                    raise
                 log.warning("live job states paused: %s", describe(exc))
                 self._resync = True
 

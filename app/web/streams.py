@@ -15,6 +15,7 @@ import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 
 from fastapi.responses import StreamingResponse
 
@@ -129,22 +130,28 @@ def jobs_stream(
     """Every job of `selection` (analyst, statuses, type)."""
     live = state.live
     wants = matches(selection)
+    visible = matches(replace(selection, statuses=None))
+    """A replay sends a job of the caller's filter whatever its status now: it may have
+    left the status filter while the client was away, and the client must hear so."""
     subscriber = Subscriber(wants)
 
     async def snapshot() -> AsyncIterator[str]:
         seq = live.seq
         async with state.engine.connect() as conn:
             states = await queries.active_states(conn, selection, SNAPSHOT_JOBS)
+        subscriber.shown(states)
         data = "[" + ",".join(s.model_dump_json() for s in states) + "]"
         yield _event("snapshot", data, live.event_id(seq))
 
     async def since(changed: list[uuid.UUID]) -> AsyncIterator[str]:
+        if not changed:
+            return
         seq = live.seq
         async with state.engine.connect() as conn:
-            states = await queries.job_states(conn, changed)
+            states = [s for s in await queries.job_states(conn, changed) if visible(s)]
+        subscriber.shown(states)
         for found in states:
-            if wants(found):
-                yield _job_event(live, seq, found)
+            yield _job_event(live, seq, found)
 
     async def chunks() -> AsyncIterator[str]:
         live.subscribe(subscriber)
