@@ -184,3 +184,50 @@ def test_the_demo_refuses_production(tmp_path: Path) -> None:
     env = {"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none", "APP_ENV": "production"}
     result = run_tool("-m", "app.web", "--demo", env=env, cwd=tmp_path)
     assert_one_line_error(result, 2, "--demo writes demo jobs", prefix="web: error: ")
+
+
+async def test_operator_actions_through_the_api_beside_a_real_worker(
+    database_of_its_own: CloneFactory,
+) -> None:
+    """Requeue, cancel and retry from the API while a worker process runs the job: each
+    lands, the worker lets go of the run it lost and claims the job again when it is
+    pending, and no state the operator set is overwritten."""
+    url = await database_of_its_own()
+    analyst = await new_analyst(url)
+    worker = start_worker(url, collectors="FOREVER")
+    try:
+        await started(worker)
+        async with web_server(url) as base, httpx.AsyncClient(base_url=base) as client:
+            job = (await client.post("/api/jobs", json=job_request(analyst, ["news"]))).json()
+            path = f"/api/jobs/{job['id']}"
+
+            async def attempts_when_running(count: int) -> list[str | None]:
+                deadline = time.monotonic() + 20
+                while time.monotonic() < deadline:
+                    detail = (await client.get(path)).json()
+                    if detail["status"] == "running" and len(detail["attempts"]) == count:
+                        return [a["outcome"] for a in detail["attempts"]]
+                    await asyncio.sleep(0.1)
+                raise AssertionError(f"not running with {count} attempts: {detail}")
+
+            assert await attempts_when_running(1) == [None]
+            assert (await client.post(f"{path}/requeue")).json()["status"] == "pending"
+            assert await attempts_when_running(2) == [None, "released"]
+            assert (await client.post(f"{path}/cancel")).json()["status"] == "cancelled"
+            retried = await client.post(f"{path}/retry", json={"keep_progress": True})
+            assert retried.json()["status"] == "pending"
+            assert retried.json()["progress"] == {"news": 5.0}
+            assert await attempts_when_running(3) == [None, "cancelled", "released"]
+            assert (await client.post(f"{path}/cancel")).json()["status"] == "cancelled"
+            await asyncio.sleep(1.0)  # time for the worker to overwrite it, if it would
+            detail = (await client.get(path)).json()
+            assert detail["status"] == "cancelled"
+            assert [a["outcome"] for a in detail["attempts"]] == [
+                "cancelled",
+                "cancelled",
+                "released",
+            ]
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        output = worker.communicate(timeout=30)[0]
+    assert worker.returncode == 0 and "Traceback" not in output, output

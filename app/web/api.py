@@ -20,13 +20,12 @@ from app.models import CollectionType, JobStatus
 from app.services import collection_jobs as jobs
 from app.web import queries
 from app.web.access import Access, Action, full_access
-from app.web.cursors import decode, encode, fingerprint
-from app.web.problems import PROBLEM_RESPONSES, ProblemError, ProblemRoute, forbidden
+from app.web.actions import act_on_job, require
+from app.web.problems import PROBLEM_RESPONSES, ProblemError, ProblemRoute
 from app.web.schemas import (
     JobDetail,
     JobPage,
     JobState,
-    LogItem,
     LogPage,
     QueueState,
     RetryRequest,
@@ -40,11 +39,6 @@ API_NAME = "collection_jobs_api."
 under whatever prefix the host gave, and no name clashes with the host's own."""
 MAX_PAGE = 200
 """The largest page a listing returns: a page is read and sent at once."""
-
-
-def require(access: Access, action: Action) -> None:
-    if not access.allows(action):
-        raise forbidden(action.value)
 
 
 def create_router(*, access: Callable[..., Any] = full_access) -> APIRouter:
@@ -121,34 +115,14 @@ def create_router(*, access: Callable[..., Any] = full_access) -> APIRouter:
         job_id: JobId, grant: Grant, state: State, limit: Limit = 100, cursor: str | None = None
     ) -> LogPage:
         """The job's collection logs, oldest first, a page at a time."""
-        listing = fingerprint("logs", str(job_id), limit)
-        after = None
-        if cursor is not None:
-            created_at, log_id = decode(cursor, listing)
-            after = jobs.Cursor(created_at, log_id)
         async with state.sessions() as session:
             await queries.visible_job(session, job_id, reader(grant))
-            page = await jobs.list_job_logs(session, job_id, limit=limit, after=after)
-        following = None
-        if page.next_cursor is not None:
-            following = encode(page.next_cursor.created_at, page.next_cursor.id, listing)
-        return LogPage(
-            items=[LogItem.model_validate(log) for log in page.items], next_cursor=following
-        )
+            return await queries.job_logs(session, job_id, limit, cursor)
 
     async def act(
-        action: Action, job_id: uuid.UUID, grant: Access, state: WebState, **options: Any
+        action: Action, job_id: uuid.UUID, grant: Access, state: WebState, keep: bool = False
     ) -> JobState:
-        require(grant, action)
-        async with session_scope(state.sessions) as session:
-            await queries.visible_job(session, job_id, grant)
-            call = {
-                Action.CANCEL: jobs.cancel_job,
-                Action.REQUEUE: jobs.requeue_job,
-                Action.RETRY: jobs.retry_job,
-            }[action]
-            job = await call(session, job_id, **options)
-        return JobState.of(job)
+        return JobState.of(await act_on_job(state, grant, action, job_id, keep_progress=keep))
 
     @router.post("/jobs/{job_id}/cancel", response_model=JobState, name=API_NAME + "cancel")
     async def cancel(job_id: JobId, grant: Grant, state: State) -> JobState:
@@ -169,7 +143,7 @@ def create_router(*, access: Callable[..., Any] = full_access) -> APIRouter:
     ) -> JobState:
         """Run a failed or cancelled job again, from zero or (`keep_progress`) where it was."""
         keep = (options or RetryRequest()).keep_progress
-        return await act(Action.RETRY, job_id, grant, state, keep_progress=keep)
+        return await act(Action.RETRY, job_id, grant, state, keep)
 
     @router.get("/workers", response_model=list[WorkerState], name=API_NAME + "workers")
     async def list_workers(grant: Grant, state: State) -> list[WorkerState]:

@@ -12,6 +12,7 @@ from sqlalchemy import select, text, tuple_, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.models import CollectionJobAttempt, CollectionWorker, JobStatus
+from app.services import collection_jobs as jobs
 from app.services.collection_jobs import JobSelection
 from app.services.collection_jobs.common import JOBS
 from app.web import cursors
@@ -23,6 +24,8 @@ from app.web.schemas import (
     JobDetail,
     JobPage,
     JobState,
+    LogItem,
+    LogPage,
     QueueState,
     WorkerState,
 )
@@ -169,6 +172,23 @@ async def visible_job(session: AsyncSession, job_id: uuid.UUID, access: Access) 
     if not found or not access.sees(found[0].analyst_id):
         raise ProblemError(404, "Not found", f"collection job {job_id} does not exist")
     return found[0]
+
+
+async def job_logs(
+    session: AsyncSession, job_id: uuid.UUID, limit: int, cursor: str | None
+) -> LogPage:
+    """A page of the job's logs, oldest first; `cursor` from the page before (its own
+    listing: this job and page size)."""
+    listing = cursors.fingerprint("logs", str(job_id), limit)
+    after = None
+    if cursor is not None:
+        created_at, log_id = cursors.decode(cursor, listing)
+        after = jobs.Cursor(created_at, log_id)
+    page = await jobs.list_job_logs(session, job_id, limit=limit, after=after)
+    following = None
+    if page.next_cursor is not None:
+        following = cursors.encode(page.next_cursor.created_at, page.next_cursor.id, listing)
+    return LogPage(items=[LogItem.model_validate(log) for log in page.items], next_cursor=following)
 
 
 _WORKERS = text(

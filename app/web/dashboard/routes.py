@@ -25,10 +25,8 @@ from app.services import collection_jobs as jobs
 from app.services.collection_jobs.common import JOBS
 from app.web import queries
 from app.web.access import Access, Action, full_access
+from app.web.actions import JOB_ACTIONS, act_on_job, require
 from app.web.api import API_NAME
-from app.web.cursors import decode as decode_cursor
-from app.web.cursors import encode as encode_cursor
-from app.web.cursors import fingerprint
 from app.web.dashboard import charts, csrf
 from app.web.dashboard.reads import Shared, analyst_names, attention, pickup_per_minute
 from app.web.problems import ProblemError, ProblemRoute, forbidden
@@ -39,7 +37,6 @@ NAME = "collection_jobs_dashboard."
 PAGE = 50
 BULK_CAP = 1000
 """The most jobs one action on a filter takes: a bigger one must be narrowed first."""
-ACTIONS = {Action.CANCEL: "cancel", Action.REQUEUE: "requeue", Action.RETRY: "retry"}
 STREAM_FILTERS = {"analyst_id", "status", "collection_type"}
 STATIC = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
 
@@ -207,23 +204,13 @@ def create_dashboard_router(*, access: Callable[..., Any] = full_access) -> APIR
         async with state.sessions() as session:
             detail = await queries.job_detail(session, job_id, grant)
             names = await analyst_names(session, [detail.analyst_id])
-            listing = fingerprint("logs", str(job_id), 100)
-            after = None
-            if logs is not None:
-                created_at, log_id = decode_cursor(logs, listing)
-                after = jobs.Cursor(created_at, log_id)
-            log_page = await jobs.list_job_logs(session, job_id, limit=100, after=after)
-        following = None
-        if log_page.next_cursor is not None:
-            following = encode_cursor(
-                log_page.next_cursor.created_at, log_page.next_cursor.id, listing
-            )
+            log_page = await queries.job_logs(session, job_id, 100, logs)
         return {
             "job": detail,
             "analyst_name": names.get(detail.analyst_id, ""),
             "timeline": charts.timeline(detail.attempts, datetime.now(UTC)),
             "logs": log_page.items,
-            "logs_next": following,
+            "logs_next": log_page.next_cursor,
         }
 
     @router.get("/jobs/{job_id}", response_class=HTMLResponse, name=NAME + "job")
@@ -331,16 +318,7 @@ def create_dashboard_router(*, access: Callable[..., Any] = full_access) -> APIR
         keep_progress: Annotated[bool, Form()] = False,
     ) -> Response:
         csrf.check(request, csrf_token)
-        if action not in ACTIONS or not grant.allows(action):
-            raise forbidden(action.value)
-        async with session_scope(state.sessions) as session:
-            await queries.visible_job(session, job_id, grant)
-            if action is Action.RETRY:
-                await jobs.retry_job(session, job_id, keep_progress=keep_progress)
-            else:
-                await {Action.CANCEL: jobs.cancel_job, Action.REQUEUE: jobs.requeue_job}[action](
-                    session, job_id
-                )
+        await act_on_job(state, grant, action, job_id, keep_progress=keep_progress)
         target = request.url_for(NAME + "job", job_id=job_id).path
         return RedirectResponse(f"{target}?done={action.value}", status_code=303)
 
@@ -371,8 +349,9 @@ def create_dashboard_router(*, access: Callable[..., Any] = full_access) -> APIR
         """Without `confirmed`: how many jobs it would take, and a button to confirm that
         number. With it: done, if the count still is what was confirmed."""
         csrf.check(request, csrf_token)
-        if action not in ACTIONS or not grant.allows(action):
+        if action not in JOB_ACTIONS:
             raise forbidden(action.value)
+        require(grant, action)
         selection = filters.selection(grant)
         ids = await matching(state, selection, action)
         context: dict[str, Any] = {
