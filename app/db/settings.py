@@ -108,6 +108,15 @@ class Settings(BaseSettings):
             return None
         return parse_database_url(self.database_url.get_secret_value())
 
+    def listen_url(self) -> URL | None:
+        """WORKER_LISTEN_URL in the asyncpg form: a direct URL for LISTEN alone (a
+        setting, never an argument: a password on argv is seen by all)."""
+        if self.worker_listen_url is None:
+            return None
+        return parse_database_url(
+            self.worker_listen_url.get_secret_value(), setting="WORKER_LISTEN_URL"
+        )
+
     def environment(self) -> Environment:
         """The environment, refusing to guess when a real server is configured.
 

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.db.embedded import database_url
 from app.db.engine import create_engine, create_sessionmaker
 from app.db.settings import Settings, load_settings
-from app.db.urls import as_url, parse_database_url
+from app.db.urls import as_url
 from app.web.live import LiveJobs
 
 STATE_KEY = "collection_jobs"
@@ -38,17 +38,18 @@ async def collection_jobs_lifespan(
     *,
     url: URL | str | None = None,
     settings: Settings | None = None,
-    listen: bool | None = None,
 ) -> AsyncIterator[WebState]:
     """Enter it in the host's own lifespan (a mounted sub-application's lifespan never
     runs). `url` defaults to DATABASE_URL, or the embedded development server. LISTEN goes
     over WORKER_LISTEN_URL when set, else over the URL itself unless it goes through
     PgBouncer in transaction mode (DB_DISABLE_PREPARED_STATEMENTS), where one poll per
-    process stands in; `listen` overrides that choice."""
+    process stands in."""
     settings = settings or load_settings()
     target = as_url(url) if url is not None else None
     if target is None:
         target = await database_url(settings, settings.environment(), create=False)
+    # engine_from_settings' engine, but an outage must be a 503 within seconds: no
+    # waiting longer than 5 s for a connection, no statement longer than 30 s.
     engine = create_engine(
         target,
         pool_size=settings.db_pool_size,
@@ -60,15 +61,8 @@ async def collection_jobs_lifespan(
         application_name=f"{settings.db_application_name}-web",
         command_timeout=30.0,
     )
-    listen_url: URL | None = None
-    if settings.worker_listen_url is not None:
-        raw = settings.worker_listen_url.get_secret_value()
-        listen_url = parse_database_url(raw, setting="WORKER_LISTEN_URL")
-    elif not settings.db_disable_prepared_statements:
-        listen_url = target
-    if listen is False:
-        listen_url = None
-    elif listen and listen_url is None:
+    listen_url = settings.listen_url()
+    if listen_url is None and not settings.db_disable_prepared_statements:
         listen_url = target
     live = LiveJobs(engine, listen_url=listen_url)
     state = WebState(engine, create_sessionmaker(engine), live)

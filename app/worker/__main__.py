@@ -18,7 +18,6 @@ from app.db.cli import log_in_one_line, run_command
 from app.db.embedded import database_url
 from app.db.errors import ConfigurationError
 from app.db.settings import load_settings
-from app.db.urls import parse_database_url
 from app.worker.collectors import CollectorLoadError, load_collectors
 from app.worker.job import StuckAction
 from app.worker.metrics import NO_METRICS, serve
@@ -144,10 +143,7 @@ async def _main(args: argparse.Namespace) -> int:
     if args.rescue_timeout <= 2 * args.heartbeat:
         raise ConfigurationError("--rescue-timeout must be more than twice --heartbeat")
     settings = load_settings()
-    listen_url = None  # a setting, never an argument: a password on argv is seen by all
-    if settings.worker_listen_url is not None:
-        raw = settings.worker_listen_url.get_secret_value()
-        listen_url = parse_database_url(raw, setting="WORKER_LISTEN_URL")
+    listen_url = settings.listen_url()
     url = await database_url(settings, settings.environment(), create=False)
     metrics = serve(args.metrics_port) if args.metrics_port else NO_METRICS
     worker = Worker(
