@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -231,3 +232,42 @@ async def test_operator_actions_through_the_api_beside_a_real_worker(
         worker.send_signal(signal.SIGTERM)
         output = worker.communicate(timeout=30)[0]
     assert worker.returncode == 0 and "Traceback" not in output, output
+
+
+def test_a_client_far_behind_is_told_to_start_over_not_queued_without_bound() -> None:
+    """A subscriber keeps the latest state per job; past MAILBOX_JOBS distinct jobs it
+    drops them all and says so (its stream then sends a fresh snapshot)."""
+    from datetime import UTC, datetime
+
+    from app.web.live import MAILBOX_JOBS
+    from app.web.schemas import JobState
+
+    now = datetime.now(UTC)
+
+    def state(job_id: uuid.UUID, percent: float) -> JobState:
+        return JobState(
+            id=job_id,
+            analyst_id=job_id,
+            collection_types=["news"],
+            start_date=now,
+            end_date=now,
+            status="running",
+            progress={"news": percent},
+            overall_progress=percent,
+            estimated_completion_time=None,
+            started_at=now,
+            completed_at=None,
+            error_message=None,
+            created_at=now,
+            updated_at=now,
+        )
+
+    slow = Subscriber(lambda s: True)
+    one = uuid.uuid4()
+    for n in range(100):
+        slow.offer(n, state(one, n))
+    [(seq, latest)] = slow.take()  # a hundred changes of one job: one entry, the last
+    assert (seq, latest.overall_progress) == (99, 99.0) and not slow.overflowed
+    for n in range(MAILBOX_JOBS + 1):
+        slow.offer(n, state(uuid.uuid4(), 1))
+    assert slow.overflowed and slow.take() == []
