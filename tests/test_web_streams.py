@@ -19,7 +19,8 @@ from app.models import CollectionType
 from app.services import collection_jobs as jobs
 from app.testing.databases import CloneFactory
 from app.testing.factories import make_claimed_job
-from app.web.live import LiveJobs, Subscriber
+from app.web.live import ROUND_TIMEOUT, LiveJobs, Subscriber
+from tests.helpers.proxy import proxy_to
 from tests.helpers.sse import Event, events
 from tests.helpers.tools import assert_one_line_error, run_tool
 from tests.helpers.web import job_request, new_analyst, web_server
@@ -271,3 +272,43 @@ def test_a_client_far_behind_is_told_to_start_over_not_queued_without_bound() ->
     for n in range(MAILBOX_JOBS + 1):
         slow.offer(n, state(uuid.uuid4(), 1))
     assert slow.overflowed and slow.take() == []
+
+
+async def test_live_states_ride_out_a_dead_link_and_say_so_once(
+    database_of_its_own: CloneFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The link to the database goes silent (nothing passes, nothing closes): the rounds
+    give up within ROUND_TIMEOUT, one warning says so, and once it is back the states
+    flow again with one line saying that too."""
+    url = await database_of_its_own()
+    async with proxy_to(url) as (proxy, through):
+        engine = create_engine(through, connect_timeout=2)
+        live = LiveJobs(engine, listen_url=None, poll_interval=0.2)
+        await live.start()
+        try:
+            direct = create_engine(url, null_pool=True)
+            async with session_scope(create_sessionmaker(direct)) as session:
+                claimed = await make_claimed_job(session, [CollectionType.NEWS])
+            await direct.dispose()
+            subscriber = live.subscribe(Subscriber(lambda s: True))
+            with caplog.at_level("INFO", logger="app.web.live"):
+                proxy.forwarding.clear()
+                await asyncio.sleep(ROUND_TIMEOUT * 2 + 1)
+                proxy.forwarding.set()
+                async with engine.connect() as conn:
+                    conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                    await jobs.report_progress(conn, claimed.job.id, "news", 30)
+                deadline = time.monotonic() + 15
+                while time.monotonic() < deadline:
+                    states = [state for _seq, state in subscriber.take()]
+                    if any(s.overall_progress == 30.0 for s in states):
+                        break
+                    await asyncio.sleep(0.1)
+                else:
+                    raise AssertionError("no state after the link came back")
+            messages = [r.getMessage() for r in caplog.records if r.name == "app.web.live"]
+            assert sum("paused" in m for m in messages) == 1, messages
+            assert sum("resumed" in m for m in messages) == 1, messages
+        finally:
+            await live.close()
+            await engine.dispose()

@@ -38,6 +38,8 @@ from app.worker.listening import Listener
 
 log = logging.getLogger("app.web.live")
 
+ROUND_TIMEOUT = 5.0
+"""The longest one round may take: a link gone silent is then an outage, not a hang."""
 MAILBOX_JOBS = 1000
 REPLAY_EVENTS = 10_000
 """How many recent changes a reconnecting client can be given again (`Last-Event-ID`)."""
@@ -116,6 +118,7 @@ class LiveJobs:
         self._subscribers: set[Subscriber] = set()
         self._heard: set[uuid.UUID] = set()
         self._resync = True
+        self._paused = False
         self._since: datetime | None = None
         """The latest `updated_at` read (the database's clock at first): each round reads
         what changed after it, less `OVERLAP`."""
@@ -201,15 +204,21 @@ class LiveJobs:
         while True:
             await asyncio.sleep(self.debounce if self.listening else self.poll_interval)
             try:
-                await self._round()
+                async with asyncio.timeout(ROUND_TIMEOUT):  # a dead link is an outage
+                    await self._round()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 if not is_outage(exc):  # our bug: loud, never retried as an outage
                     log.exception("live job states stopped: a bug, not an outage")
                     raise
-                log.warning("live job states paused: %s", describe(exc))
-                self._resync = True
+                if not self._paused:  # once an outage, not once a round
+                    log.warning("live job states paused: %s", describe(exc))
+                self._paused = self._resync = True
+                continue
+            if self._paused:
+                log.info("live job states resumed")
+                self._paused = False
 
     async def _round(self) -> None:
         if not self._subscribers:
