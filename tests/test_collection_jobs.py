@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import (
     Analyst,
+    Base,
     CollectionJob,
     CollectionJobAttempt,
     CollectionType,
@@ -28,6 +29,7 @@ from app.services.collection_jobs import (
     JobValidationError,
     LogEntry,
 )
+from app.services.collection_jobs.common import statement
 from app.testing.factories import make_analyst, make_job, make_worker
 
 NOW = datetime.now(UTC)
@@ -733,3 +735,13 @@ async def test_a_tiny_first_report_long_after_the_start_is_recorded_without_an_e
     assert report.estimated_completion_time is None  # ~274,000 years away: no estimate
     report = await jobs.report_progress(session, job.id, "news", 50)
     assert report.estimated_completion_time is not None  # two days: a real estimate
+
+
+def test_a_statement_for_the_driver_refuses_what_only_sqlalchemy_can_bind() -> None:
+    """The driver's form skips SQLAlchemy's per-call work: a list expanded into IN (...) and
+    JSON encoded by a bind processor would go wrong there, so they are refused when built."""
+    jobs_table = Base.metadata.tables["collection_jobs"]
+    with pytest.raises(ValueError, match="cannot bind a list"):
+        statement(select(jobs_table.c.id).where(jobs_table.c.status.in_(["pending", "failed"])))
+    with pytest.raises(ValueError, match="cannot bind JSON"):
+        statement(update(jobs_table).values(progress={"news": 1.0}))

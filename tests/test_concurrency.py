@@ -10,19 +10,21 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from app.db.engine import create_engine
+from app.db.engine import autocommit, create_engine, create_pool
 from app.models import Analyst, CollectionJob, CollectionType, JobStatus
 from app.services import collection_jobs as jobs
 from app.testing.databases import CloneFactory
-from app.testing.factories import make_running_job
+from app.testing.factories import make_analyst, make_running_job
 from tests.helpers.pgbouncer import find_pgbouncer, pgbouncer
 
 CLIENTS = 16
@@ -271,3 +273,83 @@ async def test_a_job_that_reports_while_stalled_jobs_are_failed_is_left_alone(
 
     final = await read_job(workers, job.id)
     assert final.status is JobStatus.RUNNING and final.progress == {"news": 10}
+
+
+@asynccontextmanager
+async def connection_in_autocommit(
+    engine: AsyncEngine, route: str, kind: str
+) -> AsyncIterator[jobs.Executor]:
+    """A connection each statement of which is its own transaction: the engine's (`autocommit`)
+    or a plain one of the worker's pool."""
+    if kind == "engine":
+        async with autocommit(engine) as conn:
+            yield conn
+        return
+    pool = await create_pool(
+        engine.url, size=1, statement_cache_size=0 if route == "pgbouncer" else 100
+    )
+    try:
+        async with pool.acquire() as conn:
+            yield conn
+    finally:
+        await pool.close()
+
+
+def columns(job: CollectionJob) -> dict[str, object]:
+    return {c.name: getattr(job, c.name) for c in CollectionJob.__table__.c}
+
+
+@pytest.mark.parametrize("kind", ["engine", "worker pool"])
+async def test_creating_and_moving_one_job_on_a_connection_in_autocommit(
+    workers: AsyncEngine, route: str, kind: str
+) -> None:
+    """The platform's fast path: each call its own transaction, one round trip through the
+    driver; the jobs returned are what is committed, and refusals are the session's."""
+    async with Worker(workers) as session:
+        analyst = await make_analyst(session)
+        await session.commit()
+    now = datetime.now(UTC)
+    request: dict[str, Any] = {
+        "analyst_id": analyst.id,
+        "collection_types": [CollectionType.NEWS, CollectionType.DISCLOSURE],
+        "start_date": now - timedelta(days=1),
+        "end_date": now,
+    }
+    async with connection_in_autocommit(workers, route, kind) as conn:
+        job = await jobs.create_job(conn, **request)
+        assert job.status is JobStatus.PENDING and job.progress == {}
+        assert columns(job) == columns(await read_job(workers, job.id))  # committed
+        with pytest.raises(jobs.JobValidationError, match="no analyst"):
+            await jobs.create_job(conn, **request | {"analyst_id": uuid.uuid4()})
+
+        async def moved(action: Any, *args: Any, **kwargs: Any) -> CollectionJob:
+            job: CollectionJob = await action(conn, *args, **kwargs)
+            assert columns(job) == columns(await read_job(workers, job.id))
+            return job
+
+        cancelled = await moved(jobs.cancel_job, job.id)
+        assert cancelled.status is JobStatus.CANCELLED and cancelled.completed_at is not None
+        with pytest.raises(jobs.InvalidTransitionError, match="is cancelled"):
+            await jobs.cancel_job(conn, job.id)
+        with pytest.raises(jobs.JobNotFoundError):
+            await jobs.requeue_job(conn, uuid.uuid4())
+        await moved(jobs.retry_job, job.id)
+
+        async def run_to(percent: float) -> None:
+            async with Worker(workers) as session:
+                worker_id = await jobs.register_worker(session, "test")
+                await jobs.start_job(session, job.id, worker_id=worker_id)
+                await jobs.report_progress(session, job.id, "news", percent)
+                await session.commit()
+
+        await run_to(40)
+        requeued = await moved(jobs.requeue_job, job.id)
+        assert requeued.status is JobStatus.PENDING and requeued.progress == {"news": 40}
+        await run_to(60)
+        failed = await moved(jobs.fail_job, job.id, "boom")
+        assert failed.status is JobStatus.FAILED and failed.error_message == "boom"
+        kept = await moved(jobs.retry_job, job.id)
+        assert kept.progress == {"news": 60} and kept.error_message is None
+        await jobs.cancel_job(conn, job.id)
+        cleared = await moved(jobs.retry_job, job.id, keep_progress=False)
+        assert cleared.progress == {} and cleared.overall_progress == "0.0"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import signal
 import sys
 
@@ -168,6 +169,10 @@ async def _main(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, worker.stop)
+    # Everything loaded so far (the libraries, the collectors' modules) lives as long as
+    # the process: kept out of the collector's reach, a full collection does not walk it
+    # in the middle of a pickup.
+    gc.freeze()
     await worker.run()
     return 0
 

@@ -6,19 +6,23 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
-from sqlalchemy import Executable, func, text
+from asyncpg.pool import PoolConnectionProxy
+from sqlalchemy import JSON, Executable, func, text
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from app.models import Base, CollectionJob, CollectionJobAttempt, DataCollectionLog
+from app.models import Base, CollectionJob, CollectionJobAttempt, DataCollectionLog, JobStatus
 
-Executor = AsyncSession | AsyncConnection | asyncpg.Connection
-"""Where the one-statement worker calls run: a session inside the caller's unit of work, or
-a connection in autocommit mode (SQLAlchemy's, or a plain asyncpg one, as the worker's
-pool and heartbeat hold), where each call is its own transaction and costs one round trip
+if TYPE_CHECKING:
+    Executor = AsyncSession | AsyncConnection | asyncpg.Connection | PoolConnectionProxy[Any]
+else:  # asyncpg's pool connection is generic to the type checker alone
+    Executor = AsyncSession | AsyncConnection | asyncpg.Connection | PoolConnectionProxy
+"""Where the one-statement calls run: a session inside the caller's unit of work, or a
+connection in autocommit mode (SQLAlchemy's, or a plain asyncpg one, as the worker's pool
+and heartbeat hold), where each call is its own transaction and costs one round trip
 instead of three (BEGIN, the statement, COMMIT)."""
 
 JOBS = Base.metadata.tables[CollectionJob.__tablename__]
@@ -49,6 +53,12 @@ def statement(sql: str | Executable) -> Statement:
     clause = text(sql) if isinstance(sql, str) else sql
     compiled = clause.compile(dialect=asyncpg_dialect())  # type: ignore[attr-defined,no-untyped-call]
     positions = tuple(compiled.positiontup or ())
+    if "POSTCOMPILE" in compiled.string:  # a list bound as a parameter: SQLAlchemy's alone
+        raise ValueError("a statement for the driver cannot bind a list with IN (...)")
+    for name, value in compiled.params.items():
+        if value is not None and isinstance(compiled.binds[name].type, JSON):
+            # Encoded by SQLAlchemy's bind processor, which the driver's form skips.
+            raise ValueError(f"a statement for the driver cannot bind JSON ({name})")
     return Statement(clause, compiled.string, positions, dict(compiled.params))
 
 
@@ -59,9 +69,9 @@ def is_autocommit(db: object) -> bool:
     return db.sync_connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
 
 
-async def driver_of(db: Executor) -> asyncpg.Connection | None:
+async def driver_of(db: Executor) -> asyncpg.Connection | PoolConnectionProxy[Any] | None:
     """The asyncpg connection to send to directly, or None to go through SQLAlchemy."""
-    if isinstance(db, asyncpg.Connection):
+    if isinstance(db, asyncpg.Connection | PoolConnectionProxy):
         return db
     if is_autocommit(db):
         assert isinstance(db, AsyncConnection)
@@ -88,7 +98,7 @@ async def fetch(db: Executor, st: Statement, params: Mapping[str, Any]) -> Seque
             if isinstance(exc, asyncpg.exceptions.InternalClientError):
                 driver.terminate()  # its protocol is broken: the pool makes a new one
             raise
-    assert not isinstance(db, asyncpg.Connection)
+    assert isinstance(db, AsyncSession | AsyncConnection)
     result = await db.execute(st.clause, dict(params))
     return list(result.all()) if result.returns_rows else []  # type: ignore[attr-defined]
 
@@ -100,6 +110,17 @@ async def _invalidate(db: Executor, exc: BaseException) -> None:
         exception = exc if isinstance(exc, Exception) else None
         with contextlib.suppress(Exception):
             await db.invalidate(exception)
+
+
+JOB_COLUMNS = tuple(c.name for c in JOBS.c)
+
+
+def job_from_row(row: Sequence[Any]) -> CollectionJob:
+    """A job from a row whose first columns are `JOB_COLUMNS` (a statement sent through the
+    driver): a plain object, in no session."""
+    values = dict(zip(JOB_COLUMNS, row[: len(JOB_COLUMNS)], strict=True))
+    values["status"] = JobStatus(values["status"])
+    return CollectionJob(**values)
 
 
 JOB_STATE = statement(

@@ -21,7 +21,7 @@ from sqlalchemy import column, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import CollectionJob, CollectionType
-from app.services.collection_jobs.common import JOBS
+from app.services.collection_jobs.common import JOBS, Executor, fetch, job_from_row, statement
 from app.services.collection_jobs.errors import JobValidationError
 from app.services.collection_jobs.notify import JOB_CHANGED, JOB_CREATED
 
@@ -68,7 +68,7 @@ def validate_new_job(**fields: Any) -> NewCollectionJob:
 
 
 async def create_job(
-    session: AsyncSession,
+    db: Executor,
     *,
     analyst_id: uuid.UUID,
     collection_types: Sequence[CollectionType | str],
@@ -78,7 +78,11 @@ async def create_job(
     """Add a pending job. One statement, built once: the INSERT, which writes nothing when
     the analyst does not exist (so a bad analyst id is a validation error and the caller's
     transaction stays usable), and the notice to waiting workers (`JOB_CREATED`), sent
-    when the caller commits."""
+    when the caller commits.
+
+    In a session the job joins its unit of work (and its identity map). On a connection in
+    autocommit mode (`app.db.engine.autocommit`, or the worker's pool) it is its own
+    transaction, one round trip through the driver: the fastest way to enqueue."""
     request = validate_new_job(
         analyst_id=analyst_id,
         collection_types=collection_types,
@@ -91,16 +95,20 @@ async def create_job(
         "start": request.start_date,
         "end": request.end_date,
     }
-    job: CollectionJob | None = (await session.scalars(_CREATE, params)).one_or_none()
+    job: CollectionJob | None
+    if isinstance(db, AsyncSession):
+        job = (await db.scalars(_CREATE, params)).one_or_none()
+    else:
+        rows = await fetch(db, _CREATE_ROW, params)
+        job = job_from_row(rows[0]) if rows else None
     if job is None:
         raise JobValidationError("analyst_id", f"no analyst with id {request.analyst_id}")
     return job
 
 
 _JOB_NAMES = ", ".join(c.name for c in JOBS.c)
-_CREATE = select(CollectionJob).from_statement(
-    text(
-        f"""
+_CREATE_SQL = text(
+    f"""
 WITH job AS (
     INSERT INTO collection_jobs (analyst_id, collection_types, start_date, end_date)
     SELECT :analyst, CAST(:types AS text[]), :start, :end
@@ -111,5 +119,6 @@ SELECT {_JOB_NAMES}, pg_notify('{JOB_CREATED}', CAST(id AS text)) AS notified,
        pg_notify('{JOB_CHANGED}', CAST(id AS text)) AS changed
 FROM job
 """
-    ).columns(*JOBS.c, column("notified"), column("changed"))
-)
+).columns(*JOBS.c, column("notified"), column("changed"))
+_CREATE = select(CollectionJob).from_statement(_CREATE_SQL)
+_CREATE_ROW = statement(_CREATE_SQL)

@@ -18,10 +18,11 @@ from sqlalchemy import (
     cast,
     func,
     literal,
+    literal_column,
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import (
@@ -33,7 +34,17 @@ from app.models import (
 from app.models.base import TIMESTAMPTZ
 from app.models.collection_job import ERROR_MESSAGE_MAX_LENGTH
 from app.services.collection_jobs import inputs as check
-from app.services.collection_jobs.common import ATTEMPTS, JOB_STATE, JOBS, Executor, fetch, now
+from app.services.collection_jobs.common import (
+    ATTEMPTS,
+    JOB_STATE,
+    JOBS,
+    Executor,
+    Statement,
+    fetch,
+    job_from_row,
+    now,
+    statement,
+)
 from app.services.collection_jobs.errors import (
     CollectionJobError,
     InvalidTransitionError,
@@ -152,8 +163,8 @@ async def _move(
     params: dict[str, Any] | None = None,
 ) -> list[CollectionJob]:
     """`_move_statement`, built and run."""
-    statement = _move_statement(move, where, values, tell_workers=tell_workers)
-    return list((await session.scalars(statement, params or {})).all())
+    moves = _as_jobs(_move_statement(move, where, values, tell_workers=tell_workers))
+    return list((await session.scalars(moves, params or {})).all())
 
 
 def _move_statement(
@@ -171,7 +182,7 @@ def _move_statement(
     jobs = JOBS.c
     moved = (
         update(JOBS)
-        .where(jobs.status.in_([s.value for s in move.sources]), *where)
+        .where(jobs.status.in_([_constant(s) for s in sorted(move.sources)]), *where)
         .values(status=move.target.value, updated_at=now(), **values)
         .returning(*_JOB_COLUMNS)
         .cte("moved")
@@ -199,7 +210,18 @@ def _move_statement(
         told.append(func.pg_notify(JOB_CREATED, cast(moved.c.id, Text)))
     told.append(func.pg_notify(JOB_CHANGED, cast(moved.c.id, Text)))
     statement = statement.add_columns(*(t.label(f"told_{n}") for n, t in enumerate(told)))
+    return statement
+
+
+def _as_jobs(statement: Any) -> Any:
+    """`statement` (a `_move_statement`) returning the session's own job objects."""
     return select(CollectionJob).from_statement(statement).execution_options(populate_existing=True)
+
+
+def _constant(status: JobStatus) -> ColumnElement[str]:
+    """A status written into the statement: a constant the driver's form needs no value
+    for (a list bound as a parameter is expanded per call, which only SQLAlchemy does)."""
+    return literal_column(f"'{status.value}'", String)
 
 
 async def refuse_move(db: Executor, job_id: uuid.UUID, target: JobStatus) -> CollectionJobError:
@@ -212,12 +234,13 @@ async def refuse_move(db: Executor, job_id: uuid.UUID, target: JobStatus) -> Col
 
 _ONE_JOB = bindparam("one_job_id", type_=UUID(as_uuid=True))
 _ONE_RUN = bindparam("one_run", type_=TIMESTAMPTZ)
-_ONE_JOB_STATEMENTS: dict[tuple[str, str, bool], Any] = {}
-"""(action, values' variant, fenced to a run) -> its statement for one job."""
+_ONE_JOB_STATEMENTS: dict[tuple[str, str, bool], tuple[Any, Statement]] = {}
+"""(action, values' variant, fenced to a run) -> its statement for one job: for a session,
+and compiled once for the driver."""
 
 
 async def _move_one(
-    session: AsyncSession,
+    db: Executor,
     action: str,
     job_id: uuid.UUID | str,
     values: dict[str, Any],
@@ -228,29 +251,34 @@ async def _move_one(
 ) -> CollectionJob:
     """`_move` of one job; the error says why when it did not move. Given a run (the
     `started_at` a claim returned), only while that run is the job's current one: the
-    caller is that run's worker, which needs no telling."""
+    caller is that run's worker, which needs no telling. In a session the job returned is
+    the session's; on a connection in autocommit mode the move is its own transaction, one
+    round trip through the driver."""
     move = MOVES[action]
     job_id = check.identifier(job_id, "job_id")
     run_started_at = check.optional_aware(run_started_at, "run_started_at")
     fenced = run_started_at is not None
     key = (action, variant, fenced)
-    statement = _ONE_JOB_STATEMENTS.get(key)
-    if statement is None:  # built once, then compiled once: the API's and operators' path
+    statements = _ONE_JOB_STATEMENTS.get(key)
+    if statements is None:  # built once, then compiled once: the API's and operators' path
         where = [JOBS.c.id == _ONE_JOB] + ([JOBS.c.started_at == _ONE_RUN] if fenced else [])
-        statement = _move_statement(move, where, values, tell_workers=not fenced)
-        _ONE_JOB_STATEMENTS[key] = statement
+        moves = _move_statement(move, where, values, tell_workers=not fenced)
+        statements = _ONE_JOB_STATEMENTS[key] = (_as_jobs(moves), statement(moves))
     bound = {"one_job_id": job_id, "one_run": run_started_at, **(params or {})}
-    moved: list[CollectionJob] = list((await session.scalars(statement, bound)).all())
+    if isinstance(db, AsyncSession):
+        moved: list[CollectionJob] = list((await db.scalars(statements[0], bound)).all())
+    else:
+        moved = [job_from_row(row) for row in await fetch(db, statements[1], bound)]
     if moved:
         return moved[0]
     if run_started_at is not None:
-        found = await fetch(session, JOB_STATE, {"job": job_id})
+        found = await fetch(db, JOB_STATE, {"job": job_id})
         if not found:
             raise JobNotFoundError(job_id)
         status, _types, started_at = found[0]
         what = {"complete": "completion", "fail": "failure"}.get(action, f"the {action}")
         raise not_this_run(job_id, JobStatus(status), started_at, run_started_at, what)
-    raise await refuse_move(session, job_id, move.target)
+    raise await refuse_move(db, job_id, move.target)
 
 
 _job_type_names = func.unnest(JOBS.c.collection_types).table_valued("name")
@@ -288,7 +316,7 @@ def _retried(keep_progress: bool) -> dict[str, Any]:
         "estimated_completion_time": None,
     }
     if not keep_progress:
-        values |= {"progress": {}, "overall_progress": "0.0"}
+        values |= {"progress": literal_column("'{}'::jsonb", JSONB), "overall_progress": "0.0"}
     return values
 
 
@@ -298,16 +326,16 @@ def cut_error_message(message: str) -> str:
 
 
 async def complete_job(
-    session: AsyncSession, job_id: uuid.UUID | str, *, run_started_at: datetime | None = None
+    db: Executor, job_id: uuid.UUID | str, *, run_started_at: datetime | None = None
 ) -> CollectionJob:
     """running -> completed; every type shows 100 and the job 100.0; its attempt ends
     `completed`. A worker passes its run (`run_started_at`): a superseded run completes
     nothing (`JobNotRunningError`). The runtime's own is `runs.complete_run`."""
-    return await _move_one(session, "complete", job_id, _COMPLETED, run_started_at=run_started_at)
+    return await _move_one(db, "complete", job_id, _COMPLETED, run_started_at=run_started_at)
 
 
 async def fail_job(
-    session: AsyncSession,
+    db: Executor,
     job_id: uuid.UUID | str,
     error_message: str,
     *,
@@ -317,7 +345,7 @@ async def fail_job(
     not refused); a live attempt ends `failed` and its worker stops its collectors.
     Fenced to a run like `complete_job`."""
     return await _move_one(
-        session,
+        db,
         "fail",
         job_id,
         _FAILED,
@@ -326,26 +354,26 @@ async def fail_job(
     )
 
 
-async def cancel_job(session: AsyncSession, job_id: uuid.UUID | str) -> CollectionJob:
+async def cancel_job(db: Executor, job_id: uuid.UUID | str) -> CollectionJob:
     """pending|running -> cancelled; a live attempt ends `cancelled` and its worker stops
     its collectors when the caller commits."""
-    return await _move_one(session, "cancel", job_id, _CANCELLED)
+    return await _move_one(db, "cancel", job_id, _CANCELLED)
 
 
-async def requeue_job(session: AsyncSession, job_id: uuid.UUID | str) -> CollectionJob:
+async def requeue_job(db: Executor, job_id: uuid.UUID | str) -> CollectionJob:
     """running -> pending, its progress kept so the next attempt resumes where this one
     stopped; the live attempt ends `released` (not counted as lost), its worker stops its
     collectors, and waiting workers look at the queue."""
-    return await _move_one(session, "requeue", job_id, _REQUEUED)
+    return await _move_one(db, "requeue", job_id, _REQUEUED)
 
 
 async def retry_job(
-    session: AsyncSession, job_id: uuid.UUID | str, *, keep_progress: bool = True
+    db: Executor, job_id: uuid.UUID | str, *, keep_progress: bool = True
 ) -> CollectionJob:
     """failed|cancelled -> pending, its error cleared; its progress kept (the next attempt
     resumes) or, with `keep_progress=False`, cleared (it starts over)."""
     variant = "keep" if keep_progress else "clear"
-    return await _move_one(session, "retry", job_id, _retried(keep_progress), variant=variant)
+    return await _move_one(db, "retry", job_id, _retried(keep_progress), variant=variant)
 
 
 _CANCELLED: dict[str, Any] = {"completed_at": now(), "estimated_completion_time": None}

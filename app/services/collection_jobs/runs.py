@@ -24,11 +24,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.models import AttemptOutcome, CollectionJob, CollectionType, JobStatus
 from app.services.collection_jobs import inputs as check
 from app.services.collection_jobs.common import (
+    JOB_COLUMNS,
     JOB_STATE,
-    JOBS,
     Executor,
     Statement,
     fetch,
+    job_from_row,
     statement,
 )
 from app.services.collection_jobs.errors import JobNotFoundError, not_this_run
@@ -39,8 +40,6 @@ _CHANGED = f"pg_notify('{JOB_CHANGED}', CAST(job.id AS text))"
 """Told to whoever shows jobs live, by the statements here that are not the hot path:
 claims and completions are not (a notification serializes commits on the server's one
 notification queue); `app.web` reads the running jobs that changed instead."""
-
-_JOB_COLUMNS = tuple(c.name for c in JOBS.c)
 
 
 @dataclass(frozen=True)
@@ -87,7 +86,7 @@ WITH picked AS ({picked}
     SELECT id, :worker, started_at FROM job
     RETURNING id, collection_job_id
 )
-SELECT {", ".join(f"job.{name}" for name in _JOB_COLUMNS)}, attempt.id AS attempt_id,
+SELECT {", ".join(f"job.{name}" for name in JOB_COLUMNS)}, attempt.id AS attempt_id,
        CAST(EXTRACT(epoch FROM job.started_at - job.pending_since) AS float8) AS waited
 FROM job JOIN attempt ON attempt.collection_job_id = job.id
 ORDER BY job.created_at, job.id
@@ -315,7 +314,7 @@ async def start_job(db: Executor, job_id: uuid.UUID | str, *, worker_id: uuid.UU
 
 async def _claimed(db: Executor, st: Statement, params: dict[str, Any]) -> list[Claimed]:
     rows = await fetch(db, st, params)
-    width = len(_JOB_COLUMNS)
+    width = len(JOB_COLUMNS)
     if isinstance(db, AsyncSession) and rows:  # the session's own objects, as it expects
         found = await db.scalars(
             select(CollectionJob)
@@ -324,15 +323,7 @@ async def _claimed(db: Executor, st: Statement, params: dict[str, Any]) -> list[
         )
         by_id = {job.id: job for job in found}
         return [Claimed(row[width], by_id[row[0]], row[-1]) for row in rows]
-    return [
-        Claimed(row[width], _job(dict(zip(_JOB_COLUMNS, row[:width], strict=True))), row[-1])
-        for row in rows
-    ]
-
-
-def _job(values: dict[str, Any]) -> CollectionJob:
-    values["status"] = JobStatus(values["status"])
-    return CollectionJob(**values)
+    return [Claimed(row[width], job_from_row(row), row[-1]) for row in rows]
 
 
 async def heartbeat(
