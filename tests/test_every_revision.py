@@ -20,11 +20,11 @@ from sqlalchemy.engine import URL
 
 from app.db.engine import connect
 from app.db.migrate.introspect import diff_schemas
-from app.db.migrate.steps import alembic_config, planning
+from app.db.migrate.steps import alembic_config
 from app.db.settings import PROJECT_ROOT
 from tests.conftest import ScratchFactory
 from tests.helpers.guide import fetch
-from tests.helpers.tools import alembic, url_env
+from tests.helpers.tools import alembic, steps_of, url_env
 from tests.test_migrations import models_schema, version
 from tests.test_schema_parity import schema_of
 
@@ -33,12 +33,6 @@ REVISIONS = [
     (r.revision, r.down_revision or "base") for r in reversed(list(SCRIPT.walk_revisions()))
 ]
 HEAD = SCRIPT.get_current_head()
-
-
-def steps_of(revision: str) -> list[str]:
-    with planning() as steps:
-        SCRIPT.get_revision(revision).module.upgrade()
-    return [step.sql for step in steps]
 
 
 STEPS = [(rev, parent, n) for rev, parent in REVISIONS for n in range(1, len(steps_of(rev)) + 1)]

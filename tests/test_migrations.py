@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
@@ -28,7 +29,7 @@ from app.db.settings import PROJECT_ROOT, Environment
 from app.db.urls import libpq_env
 from tests.conftest import ScratchFactory
 from tests.helpers.guide import BASELINE_SQL, fetch, run_script
-from tests.helpers.tools import alembic, url_env
+from tests.helpers.tools import alembic, steps_of, url_env
 from tests.test_init_db import reset
 from tests.test_schema_parity import built_by_init_db, schema_of
 
@@ -424,26 +425,71 @@ async def at_baseline_with_logs(scratch_db: ScratchFactory, logs: int) -> URL:
     return url
 
 
+async def alembic_lines_until(
+    process: subprocess.Popen[str], wanted: str, then: Callable[[], Awaitable[object]]
+) -> list[str]:
+    """The command's stderr up to the first line with `wanted`; then `then()` (which lets
+    the step go on) and the rest, once the command has ended."""
+    seen: list[str] = []
+    try:
+        assert process.stderr is not None
+        async with asyncio.timeout(60):  # other lines (whom it waits for) keep coming
+            while not any(wanted in line for line in seen):
+                line = await asyncio.to_thread(process.stderr.readline)
+                assert line, f"alembic ended without '{wanted}': " + "".join(seen)
+                seen.append(line)
+    except TimeoutError:
+        raise AssertionError(f"no '{wanted}' within 60 s: " + "".join(seen)) from None
+    finally:
+        await then()
+        _, rest = await asyncio.to_thread(process.communicate, timeout=60)
+    return seen + rest.splitlines()
+
+
 async def test_long_steps_say_how_far_they_are(scratch_db: ScratchFactory, tmp_path: Path) -> None:
     url = await at_baseline_with_logs(scratch_db, 20000)
     # Keeps the index build in its wait for old snapshots, where the server reports it.
     holder = await connect(url, application_name="old-snapshot")
     await holder.execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1")
     process = start_alembic(url, "-x", "progress_seconds=0.2", "upgrade", "head", cwd=tmp_path)
-    seen: list[str] = []
-    try:
-        assert process.stderr is not None
-        while not any("progress: waiting for old snapshots" in line for line in seen):
-            line = await asyncio.wait_for(asyncio.to_thread(process.stderr.readline), 60)
-            assert line, "alembic ended without progress: " + "".join(seen)
-            seen.append(line)
-    finally:
+
+    async def release() -> None:
         await holder.execute("ROLLBACK")
         await holder.close()
-        _, rest = await asyncio.to_thread(process.communicate, timeout=60)
-    seen += rest.splitlines()
+
+    seen = await alembic_lines_until(process, "progress: waiting for old snapshots", release)
     assert process.returncode == 0
     index = next(line for line in seen if "progress: waiting for old snapshots" in line)
     assert "CREATE INDEX CONCURRENTLY" in index and "s in this step" in index
-    validate = [line for line in seen if "progress: validating" in line]
-    assert not validate or "scanning data_collection_logs (" in validate[0]
+
+
+async def test_a_long_validation_says_what_it_scans(
+    scratch_db: ScratchFactory, tmp_path: Path
+) -> None:
+    """A VALIDATE (here held up as it records the constraint valid, by a lock on that
+    catalog row) says what it scans, how big it is and for how long, every interval."""
+    url = await at_baseline_with_logs(scratch_db, 20000)
+    steps = steps_of(FEATURE)
+    validate = next(n for n, sql in enumerate(steps) if "VALIDATE CONSTRAINT" in sql)
+    await run_script(url, ";\n".join(steps[:validate]))  # an upgrade stopped before it
+    holder = await connect(url, application_name="constraint-row-holder")
+    await holder.execute(
+        "BEGIN; SELECT 1 FROM pg_constraint"
+        " WHERE conname = 'data_collection_logs_collection_job_id_fkey' FOR UPDATE"
+    )
+    process = start_alembic(url, "-x", "progress_seconds=0.2", "upgrade", "head", cwd=tmp_path)
+
+    async def release() -> None:
+        await holder.execute("ROLLBACK")
+        await holder.close()
+
+    seen = await alembic_lines_until(process, "progress: validating", release)
+    assert process.returncode == 0, "".join(seen)
+    line = next(line for line in seen if "progress: validating" in line)
+    assert "validating data_collection_logs_collection_job_id_fkey: scanning" in line
+    assert "data_collection_logs (" in line and "~20000 rows" in line and "s so far" in line
+    assert await fetch(
+        url,
+        "SELECT convalidated FROM pg_constraint"
+        " WHERE conname = 'data_collection_logs_collection_job_id_fkey'",
+    ) == [(True,)]

@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 from alembic import command
+from alembic.script import ScriptDirectory
 from sqlalchemy.engine import URL
 
-from app.db.migrate.steps import alembic_config
+from app.db.migrate.steps import alembic_config, planning
 from app.db.settings import PROJECT_ROOT, Environment
 
 SCRIPTS = PROJECT_ROOT / "scripts"
@@ -76,3 +77,10 @@ def assert_secret_hidden(output: str, secret: str, *, window: int = 5) -> None:
     found = sum(fragment in output for fragment in fragments)
     if found:
         raise AssertionError(f"{found} fragment(s) of the password appear in the output")
+
+
+def steps_of(revision: str) -> list[str]:
+    """The statements `revision`'s upgrade runs, in order, none run."""
+    with planning() as steps:
+        ScriptDirectory.from_config(alembic_config()).get_revision(revision).module.upgrade()
+    return [step.sql for step in steps]
