@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import URL
@@ -23,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from app.db.engine import autocommit, create_engine, create_pool
 from app.models import Analyst, CollectionJob, CollectionType, JobStatus
 from app.services import collection_jobs as jobs
+from app.services.collection_jobs.common import driver_of
 from app.testing.databases import CloneFactory
 from app.testing.factories import make_analyst, make_running_job
 from tests.helpers.pgbouncer import find_pgbouncer, pgbouncer
@@ -353,3 +355,41 @@ async def test_creating_and_moving_one_job_on_a_connection_in_autocommit(
         await jobs.cancel_job(conn, job.id)
         cleared = await moved(jobs.retry_job, job.id, keep_progress=False)
         assert cleared.progress == {} and cleared.overall_progress == "0.0"
+
+
+@pytest.mark.parametrize("kind", ["engine", "worker pool"])
+async def test_a_claim_on_a_connection_in_autocommit_leaves_nothing_behind(
+    workers: AsyncEngine, route: str, kind: str
+) -> None:
+    """The claim runs in a transaction of its own with a planner setting of its own: after
+    it, and after one that fails, the connection is in no transaction, with the planner's
+    own settings, and claims again."""
+    async with Worker(workers) as session:
+        analyst = await make_analyst(session)
+        await session.commit()
+    now = datetime.now(UTC)
+    async with connection_in_autocommit(workers, route, kind) as conn:
+        driver = await driver_of(conn)
+        assert driver is not None
+
+        async def untouched() -> None:
+            assert not driver.is_in_transaction()
+            assert await driver.fetchval("SHOW enable_sort") == "on"
+
+        for _ in range(2):
+            await jobs.create_job(
+                conn,
+                analyst_id=analyst.id,
+                collection_types=["news"],
+                start_date=now,
+                end_date=now,
+            )
+        worker = await jobs.register_worker(conn, "test")
+        [claimed] = await jobs.claim_jobs(conn, worker, ["news"], 1)
+        await untouched()
+        with pytest.raises(asyncpg.ForeignKeyViolationError):  # no such worker
+            await jobs.claim_jobs(conn, uuid.uuid4(), ["news"], 1)
+        await untouched()
+        [again] = await jobs.claim_jobs(conn, worker, ["news"], 1)
+        assert again.job.id != claimed.job.id
+        await untouched()

@@ -12,6 +12,7 @@ between them, and a job is never running without its live attempt nor done with 
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from app.services.collection_jobs.common import (
     JOB_STATE,
     Executor,
     Statement,
+    driver_of,
     fetch,
     job_from_row,
     statement,
@@ -291,7 +293,7 @@ async def claim_jobs(
     """Up to `limit` of the oldest pending jobs whose every type is in `types`, made
     running, each with its new attempt; jobs other claimers hold are skipped."""
     params = {"types": list(types), "worker": worker_id, "limit": limit}
-    return await _claimed(db, _CLAIM_OLDEST, params)
+    return await _claimed(db, await _claim_rows(db, _CLAIM_OLDEST, params))
 
 
 async def claim_next_job(db: Executor, *, worker_id: uuid.UUID) -> Claimed | None:
@@ -306,14 +308,52 @@ async def start_job(db: Executor, job_id: uuid.UUID | str, *, worker_id: uuid.UU
     """pending -> running for this job, with an attempt of `worker_id`'s (see
     `claim_next_job`)."""
     job_id = check.identifier(job_id, "job_id")
-    claimed = await _claimed(db, _CLAIM_ONE, {"job": job_id, "worker": worker_id})
+    rows = await fetch(db, _CLAIM_ONE, {"job": job_id, "worker": worker_id})
+    claimed = await _claimed(db, rows)
     if claimed:
         return claimed[0]
     raise await refuse_move(db, job_id, JobStatus.RUNNING)
 
 
-async def _claimed(db: Executor, st: Statement, params: dict[str, Any]) -> list[Claimed]:
-    rows = await fetch(db, st, params)
+_IN_INDEX_ORDER = "SET LOCAL enable_sort = off"
+"""For the claim's transaction: the pending jobs are read in the order of their partial
+index, never gathered and sorted. Statistics taken while few jobs were pending (a quiet
+queue, then a burst) make the planner expect one pending row and sort them all instead,
+on every claim: 4.8 ms instead of 0.05 ms for 8 of 8,000 pending jobs, worse as the
+backlog grows (tests/test_query_plans.py). The index order is never the worse plan: the
+index holds only pending jobs, in the order claimed."""
+
+
+async def _claim_rows(db: Executor, st: Statement, params: dict[str, Any]) -> Sequence[Any]:
+    """The claim's rows, in a transaction of its own whose plan is `_IN_INDEX_ORDER`'s;
+    in the caller's transaction (a session), with the setting put back afterwards."""
+    driver = await driver_of(db)
+    if driver is None:
+        [(before, _off)] = await fetch(db, _SORT_OFF, {})
+        try:
+            return await fetch(db, st, params)
+        finally:
+            await fetch(db, _SORT_BACK, {"setting": before})
+    await driver.execute(f"BEGIN; {_IN_INDEX_ORDER}")  # one round trip, no parameters
+    try:
+        rows = await fetch(db, st, params)
+        await driver.execute("COMMIT")
+    except BaseException:
+        if not driver.is_closed() and driver.is_in_transaction():
+            with contextlib.suppress(Exception):
+                await driver.execute("ROLLBACK")
+        raise
+    return rows
+
+
+_SORT_OFF = statement(
+    "SELECT current_setting('enable_sort'), set_config('enable_sort', 'off', true)"
+)
+_SORT_BACK = statement("SELECT set_config('enable_sort', :setting, true)")
+
+
+async def _claimed(db: Executor, rows: Sequence[Any]) -> list[Claimed]:
+    """The claimed jobs of a claim's `rows`."""
     width = len(JOB_COLUMNS)
     if isinstance(db, AsyncSession) and rows:  # the session's own objects, as it expects
         found = await db.scalars(
