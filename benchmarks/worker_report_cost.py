@@ -1,14 +1,17 @@
 """What the worker runtime adds to each progress report, against the service alone.
 
     python -m benchmarks.worker_report_cost [--collectors 8] [--seconds 3] [--rounds 3]
+                                            [--pool-size 5]
 
 --collectors concurrent collectors in one process, each on its own running job (5 types),
 report for --seconds, in alternating rounds:
 - service alone: `report_progress` on an autocommit connection each collector keeps (the
   set-up docs/jobs.md recommends to a hand-written worker);
 - runtime: `ctx.report(percent)` as a collector calls it, through the worker's `Reporter`
-  (a connection from the worker's pool of 5, the fence, the stuck-job clock, the estimate
-  points), with metrics off and with `PrometheusMetrics` on.
+  (a connection from the worker's pool, of `--pool-size` as `--pool-size` of the worker
+  command, 5 by default; the fence, the stuck-job clock, the estimate points), with
+  metrics off and with `PrometheusMetrics` on. With fewer connections than collectors,
+  reports wait for one: `--pool-size 8` measures the runtime's own cost alone.
 Prints the median reports/s of each and its ratio to the service alone. Runs in a scratch
 database on the embedded server (or DATABASE_URL's), dropped afterwards.
 """
@@ -31,6 +34,7 @@ from app.services import collection_jobs as jobs
 from app.testing.factories import make_running_job
 from app.worker.metrics import NO_METRICS, Observer, PrometheusMetrics
 from app.worker.reporting import Reporter
+from app.worker.runtime import WorkerSettings
 from benchmarks.progress_updates import for_a_while, percent
 from benchmarks.scratch import initialized_database
 
@@ -63,10 +67,10 @@ async def service_alone(url: URL, running: list[CollectionJob], seconds: float) 
 
 
 async def runtime(
-    url: URL, running: list[CollectionJob], seconds: float, observer: Observer
+    url: URL, running: list[CollectionJob], seconds: float, observer: Observer, pool_size: int
 ) -> float:
     # The worker's pool, as `Worker.run` makes it.
-    pool = await create_pool(url, size=5, application_name="collection-worker")
+    pool = await create_pool(url, size=pool_size, application_name="collection-worker")
     try:
 
         class Sender:  # as a running job's `JobRun.send` sends, without the outage wait
@@ -99,6 +103,7 @@ async def main() -> None:
     parser.add_argument("--collectors", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--pool-size", type=int, default=WorkerSettings().pool_size)
     args = parser.parse_args()
     async with initialized_database("bench_report") as url:
         engine = create_engine(url, null_pool=True)
@@ -110,8 +115,9 @@ async def main() -> None:
         rates: dict[str, list[float]] = {"service alone": [], "runtime": [], "runtime+metrics": []}
         for _ in range(args.rounds):
             rates["service alone"].append(await service_alone(url, running, args.seconds))
-            rates["runtime"].append(await runtime(url, running, args.seconds, NO_METRICS))
-            rates["runtime+metrics"].append(await runtime(url, running, args.seconds, metrics))
+            for name, observer in (("runtime", NO_METRICS), ("runtime+metrics", metrics)):
+                rate = await runtime(url, running, args.seconds, observer, args.pool_size)
+                rates[name].append(rate)
         alone = statistics.median(rates["service alone"])
         for name, values in rates.items():
             rate = statistics.median(values)
