@@ -17,16 +17,17 @@ from typing import Any
 
 import asyncpg
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.db.engine import autocommit, create_engine, create_pool
-from app.models import Analyst, CollectionJob, CollectionType, JobStatus
+from app.db.faults import is_outage
+from app.models import CollectionJob, CollectionType, JobStatus
 from app.services import collection_jobs as jobs
 from app.services.collection_jobs.common import driver_of
 from app.testing.databases import CloneFactory
-from app.testing.factories import make_analyst, make_running_job
+from app.testing.factories import make_analyst, make_pending_job, make_running_job
 from tests.helpers.pgbouncer import find_pgbouncer, pgbouncer
 
 CLIENTS = 16
@@ -132,20 +133,8 @@ async def test_concurrent_progress_reports_lose_nothing(workers: AsyncEngine, ro
 
 async def test_eight_workers_claim_each_of_100_jobs_exactly_once(workers: AsyncEngine) -> None:
     async with Worker(workers) as session:
-        analyst = Analyst(email=f"{uuid.uuid4().hex}@example.com", name="큐")
-        session.add(analyst)
-        await session.flush()
-        now = datetime.now(UTC)
-        created = [
-            await jobs.create_job(
-                session,
-                analyst_id=analyst.id,
-                collection_types=["news"],
-                start_date=now,
-                end_date=now,
-            )
-            for _ in range(100)
-        ]
+        analyst = await make_analyst(session, name="큐")
+        created = [await make_pending_job(session, analyst.id) for _ in range(100)]
         await session.commit()
 
     async def worker() -> list[uuid.UUID]:
@@ -367,7 +356,6 @@ async def test_a_claim_on_a_connection_in_autocommit_leaves_nothing_behind(
     async with Worker(workers) as session:
         analyst = await make_analyst(session)
         await session.commit()
-    now = datetime.now(UTC)
     async with connection_in_autocommit(workers, route, kind) as conn:
         driver = await driver_of(conn)
         assert driver is not None
@@ -377,13 +365,7 @@ async def test_a_claim_on_a_connection_in_autocommit_leaves_nothing_behind(
             assert await driver.fetchval("SHOW enable_sort") == "on"
 
         for _ in range(2):
-            await jobs.create_job(
-                conn,
-                analyst_id=analyst.id,
-                collection_types=["news"],
-                start_date=now,
-                end_date=now,
-            )
+            await make_pending_job(conn, analyst.id)
         worker = await jobs.register_worker(conn, "test")
         [claimed] = await jobs.claim_jobs(conn, worker, ["news"], 1)
         await untouched()
@@ -393,3 +375,37 @@ async def test_a_claim_on_a_connection_in_autocommit_leaves_nothing_behind(
         [again] = await jobs.claim_jobs(conn, worker, ["news"], 1)
         assert again.job.id != claimed.job.id
         await untouched()
+
+
+async def test_a_claim_cut_off_midway_fails_as_the_outage_it_is(
+    database_of_its_own: CloneFactory,
+) -> None:
+    """The claim's connection dies inside its transaction (here: killed while it waits for
+    a lock): the caller gets the lost connection, which it retries as an outage, not an
+    error of the clean-up on a connection the pool has taken back."""
+    url = await database_of_its_own()
+    engine = create_engine(url)
+    pool = await create_pool(url, size=1)
+    try:
+        async with Worker(engine) as session:
+            job = await make_pending_job(session, (await make_analyst(session)).id)
+            worker = await jobs.register_worker(session, "test")
+            await session.commit()
+        async with engine.connect() as blocker, pool.acquire() as conn:
+            pid = await conn.fetchval("SELECT pg_backend_pid()")
+            await blocker.execute(text("LOCK TABLE collection_jobs IN ACCESS EXCLUSIVE MODE"))
+            claim = asyncio.create_task(jobs.claim_jobs(conn, worker, ["news"], 1))
+            while not await blocker.scalar(
+                text("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = :pid"),
+                {"pid": pid},
+            ):
+                await asyncio.sleep(0.02)
+            await blocker.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            with pytest.raises(Exception) as caught:
+                await claim
+            await blocker.rollback()
+        assert is_outage(caught.value), repr(caught.value)
+        assert (await read_job(engine, job.id)).status is JobStatus.PENDING
+    finally:
+        await pool.close()
+        await engine.dispose()

@@ -312,3 +312,24 @@ async def test_live_states_ride_out_a_dead_link_and_say_so_once(
         finally:
             await live.close()
             await engine.dispose()
+
+
+async def test_a_quiet_stream_sends_a_keep_alive_and_ends_with_the_server(
+    engine: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With nothing to tell for KEEPALIVE_SECONDS a stream sends a comment line (proxies
+    close a silent connection), again and again, and ends when the server stops."""
+    from app.web import streams
+
+    monkeypatch.setattr(streams, "KEEPALIVE_SECONDS", 0.05)
+    live = LiveJobs(engine, listen_url=None)
+
+    async def nothing_to_resync() -> Any:
+        return
+        yield
+
+    chunks = streams._follow(live, Subscriber(lambda s: True), nothing_to_resync)
+    async with asyncio.timeout(5):
+        assert [await anext(chunks) for _ in range(3)] == [": keep-alive\n\n"] * 3
+        live.ending.set()
+        assert [chunk async for chunk in chunks] == []

@@ -470,7 +470,7 @@ async def test_eight_worker_processes_run_hundreds_of_jobs_each_exactly_once(
             worker.send_signal(signal.SIGTERM)
         outputs = [worker.communicate(timeout=30)[0] for worker in workers]
     outputs = [b + o for b, o in zip(before, outputs, strict=True)]
-    assert left == 0
+    assert left == 0, (await unfinished_jobs(db), [o[-2000:] for o in outputs])
     assert all(w.returncode == 0 for w in workers), outputs
     async with db.sessions() as session:
         runs = (

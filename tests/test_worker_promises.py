@@ -11,7 +11,6 @@ import signal
 import socket
 import time
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from app.db.engine import session_scope
 from app.models import JobStatus
 from app.services import collection_jobs as jobs
-from app.testing.factories import make_analyst
+from app.testing.factories import make_analyst, make_pending_job
 from app.worker import Worker
 from app.worker.job import StuckAction
 from tests.helpers.tools import run_tool, url_env
@@ -194,16 +193,7 @@ async def test_a_run_claimed_without_the_worker_hearing_so_is_handed_back_not_lo
         await wait_until_started(caplog)
         async with session_scope(db.sessions) as session:  # as if its claim's reply was lost
             [me] = (await session.execute(text("SELECT id FROM collection_workers"))).scalars()
-            analyst = await make_analyst(session)
-            now = datetime.now(UTC)
-            job = await jobs.create_job(
-                session,
-                analyst_id=analyst.id,
-                collection_types=["news"],
-                start_date=now - timedelta(days=1),
-                end_date=now,
-            )
-            job_id = job.id
+            job_id = (await make_pending_job(session, (await make_analyst(session)).id)).id
             await jobs.start_job(session, job_id, worker_id=me)  # running when committed
         assert await wait_until_all_completed(db, 20) == 0
     assert [a.outcome for a in await db.attempts(job_id)] == ["released", "completed"]

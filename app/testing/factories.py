@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Analyst, CollectionJob, CollectionType, DataCollectionLog, LogStatus
-from app.services.collection_jobs import Claimed, create_job, register_worker, start_job
+from app.services.collection_jobs import (
+    Claimed,
+    Executor,
+    create_job,
+    register_worker,
+    start_job,
+)
 
 
 async def make_analyst(session: AsyncSession, **fields: Any) -> Analyst:
@@ -59,20 +66,32 @@ async def make_worker(session: AsyncSession, name: str = "test worker") -> uuid.
     return await register_worker(session, name)
 
 
+async def make_pending_job(
+    db: Executor,
+    analyst_id: uuid.UUID,
+    collection_types: Sequence[CollectionType | str] = ("news",),
+    *,
+    days: float = 1,
+) -> CollectionJob:
+    """A pending job of the last `days` days, made as the platform makes one (the
+    service's `create_job`), in a session or on a connection in autocommit mode."""
+    now = datetime.now(UTC)
+    return await create_job(
+        db,
+        analyst_id=analyst_id,
+        collection_types=list(collection_types),
+        start_date=now - timedelta(days=days),
+        end_date=now,
+    )
+
+
 async def make_claimed_job(
     session: AsyncSession, collection_types: list[CollectionType]
 ) -> Claimed:
     """A new analyst's job made through the service and started with its attempt by a new
     worker, as the runtime's claim does (flushed, not committed)."""
     analyst = await make_analyst(session)
-    now = datetime.now(UTC)
-    job = await create_job(
-        session,
-        analyst_id=analyst.id,
-        collection_types=collection_types,
-        start_date=now - timedelta(days=1),
-        end_date=now,
-    )
+    job = await make_pending_job(session, analyst.id, collection_types)
     return await start_job(session, job.id, worker_id=await make_worker(session))
 
 

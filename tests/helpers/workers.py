@@ -11,7 +11,6 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import URL
@@ -20,8 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.db.engine import create_engine, create_sessionmaker, session_scope
 from app.db.reset import init_db
 from app.db.settings import Environment
-from app.models import Analyst, CollectionJob, CollectionJobAttempt, DataCollectionLog, JobStatus
-from app.services import collection_jobs as jobs
+from app.models import CollectionJob, CollectionJobAttempt, DataCollectionLog, JobStatus
+from app.testing.factories import make_analyst, make_pending_job
 from app.worker import Worker, WorkerSettings
 from tests.helpers.tools import url_env
 
@@ -34,20 +33,10 @@ class Database:
         self.sessions: async_sessionmaker[AsyncSession] = create_sessionmaker(engine)
 
     async def new_jobs(self, count: int, types: list[str]) -> list[uuid.UUID]:
-        now = datetime.now(UTC)
         async with session_scope(self.sessions) as session:
-            analyst = Analyst(email=f"{uuid.uuid4().hex[:8]}@example.com", name="작업자")
-            session.add(analyst)
-            await session.flush()
+            analyst = await make_analyst(session, name="작업자")
             made = [
-                await jobs.create_job(
-                    session,
-                    analyst_id=analyst.id,
-                    collection_types=types,
-                    start_date=now - timedelta(days=3),
-                    end_date=now,
-                )
-                for _ in range(count)
+                await make_pending_job(session, analyst.id, types, days=3) for _ in range(count)
             ]
         return [job.id for job in made]
 

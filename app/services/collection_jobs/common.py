@@ -96,7 +96,10 @@ async def fetch(db: Executor, st: Statement, params: Mapping[str, Any]) -> Seque
         except BaseException as exc:  # lost, timed out or cancelled mid-statement
             await _invalidate(db, exc)
             if isinstance(exc, asyncpg.exceptions.InternalClientError):
-                driver.terminate()  # its protocol is broken: the pool makes a new one
+                # Its protocol is broken: the pool makes a new one (a connection the pool
+                # has taken back already refuses the call; the caller hears of `exc`).
+                with contextlib.suppress(Exception):
+                    driver.terminate()
             raise
     assert isinstance(db, AsyncSession | AsyncConnection)
     result = await db.execute(st.clause, dict(params))

@@ -339,8 +339,10 @@ async def _claim_rows(db: Executor, st: Statement, params: dict[str, Any]) -> Se
         rows = await fetch(db, st, params)
         await driver.execute("COMMIT")
     except BaseException:
-        if not driver.is_closed() and driver.is_in_transaction():
-            with contextlib.suppress(Exception):
+        # A connection lost meanwhile is the pool's again (asking it anything raises): the
+        # caller is told of the loss, not of this clean-up.
+        with contextlib.suppress(Exception):
+            if driver.is_in_transaction():
                 await driver.execute("ROLLBACK")
         raise
     return rows
