@@ -120,6 +120,11 @@ class Worker:
         self._heartbeat: Heartbeat | None = None
         self._bug: StatementBug | None = None
         self._pool: _Connections | None = None
+        self._claiming = asyncio.Lock()
+        """Held by a claim until its jobs are in `_running`, and by the hand-back of orphans
+        while it reads them: a run claimed meanwhile is never taken for an orphan (a slow
+        claim's attempt looks older than it is: it was stamped when its transaction
+        began)."""
         self.completions = Completions()
         # How long one connection or statement may take before the link counts as dead:
         # well inside the rescue timeout, so the worker notices before a rescuer acts.
@@ -296,18 +301,21 @@ class Worker:
                     self._heartbeat.linked_for() >= s.rescue_timeout
                 )
                 # Bounded as a whole: no step of a round may hang it on a dead link.
-                async with asyncio.timeout(2 * self._link_timeout), self.connection() as conn:
-                    rescued = (
-                        await jobs.rescue(conn, s.rescue_timeout, s.max_lost_attempts)
-                        if linked
-                        else []
-                    )
-                    queue = await jobs.queue_state(conn) if self.metrics.wants_queue else None
-                    # A run of this worker's it does not hold, older than two heartbeats
-                    # (a claim on its way is younger): its claim's reply was lost.
-                    orphans = await jobs.release_orphans(
-                        conn, worker_id, list(self._running), 2 * s.heartbeat_seconds
-                    )
+                async with asyncio.timeout(2 * self._link_timeout):
+                    async with self.connection() as conn:
+                        rescued = (
+                            await jobs.rescue(conn, s.rescue_timeout, s.max_lost_attempts)
+                            if linked
+                            else []
+                        )
+                        queue = await jobs.queue_state(conn) if self.metrics.wants_queue else None
+                    # A run of this worker's it does not hold, older than two heartbeats,
+                    # with no claim on its way: its claim's reply was lost. (The lock
+                    # before the connection, as a claim takes them.)
+                    async with self._claiming, self.connection() as conn:
+                        orphans = await jobs.release_orphans(
+                            conn, worker_id, list(self._running), 2 * s.heartbeat_seconds
+                        )
                 if queue is not None:
                     self.metrics.queue(*queue)
                 failing = False
@@ -367,11 +375,15 @@ class Worker:
             free = s.concurrency - len(self._running)
             # One statement, its own transaction: the jobs claimed, as they are now. Bounded
             # as a whole: a checkout or a statement that hangs on a dead link is an outage.
-            async with asyncio.timeout(2 * self._link_timeout), self.connection() as conn:
+            async with (
+                self._claiming,
+                asyncio.timeout(2 * self._link_timeout),
+                self.connection() as conn,
+            ):
                 claimed = await jobs.claim_jobs(conn, worker_id, sorted(self.collectors), free)
-            for one in claimed:
-                self.metrics.claimed(one.waited)
-                self._start(one)
+                for one in claimed:
+                    self.metrics.claimed(one.waited)
+                    self._start(one)
             claimed_any = claimed_any or bool(claimed)
             if len(claimed) < free:
                 self._wanted = False
