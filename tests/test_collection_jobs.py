@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import (
@@ -745,3 +746,11 @@ def test_a_statement_for_the_driver_refuses_what_only_sqlalchemy_can_bind() -> N
         statement(select(jobs_table.c.id).where(jobs_table.c.status.in_(["pending", "failed"])))
     with pytest.raises(ValueError, match="cannot bind JSON"):
         statement(update(jobs_table).values(progress={"news": 1.0}))
+
+
+async def test_a_claim_that_fails_in_a_session_says_why(session: AsyncSession) -> None:
+    """The claim's own error reaches the caller (here: a worker that does not exist), not
+    one of putting its planner setting back in the failed transaction."""
+    await make_job(session, await make_analyst(session))
+    with pytest.raises(IntegrityError, match="collection_job_attempts_worker_id_fkey"):
+        await jobs.claim_jobs(session, uuid.uuid4(), ["news", "disclosure"], 1)

@@ -330,10 +330,11 @@ async def _claim_rows(db: Executor, st: Statement, params: dict[str, Any]) -> Se
     driver = await driver_of(db)
     if driver is None:
         [(before, _off)] = await fetch(db, _SORT_OFF, {})
-        try:
-            return await fetch(db, st, params)
-        finally:
-            await fetch(db, _SORT_BACK, {"setting": before})
+        rows = await fetch(db, st, params)
+        # Put back after a claim that worked; one that failed leaves the transaction to be
+        # rolled back, which puts the setting back with it.
+        await fetch(db, _SORT_BACK, {"setting": before})
+        return rows
     await driver.execute(f"BEGIN; {_IN_INDEX_ORDER}")  # one round trip, no parameters
     try:
         rows = await fetch(db, st, params)
