@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
@@ -196,9 +197,15 @@ async def test_the_claim_reads_a_burst_in_index_order_whatever_the_statistics_sa
     claim, *_reload = await plans(filled, lambda: jobs.claim_jobs(filled, worker, ["news"], 8))
     found = scans(claim)
     assert ("Index Scan", "idx_collection_jobs_pending_created_at") in found, found
+    assert ("Tid Scan", "collection_jobs") in found, found  # the UPDATE, by address
     assert not {scan for scan in found if scan[0] in ("Bitmap Heap Scan", "Seq Scan")}, found
-    # The setting was the claim's alone: the caller's transaction has the planner's own.
+    assert {s for s in found if s[0] == "Index Scan"} == {
+        ("Index Scan", "idx_collection_jobs_pending_created_at")
+    }, found  # and nothing else read through an index of many rows
+    assert "JIT" not in json.dumps(claim)  # compiling a plan would cost 200 ms a claim
+    # The settings were the claim's alone: the caller's transaction has its own again.
     assert (await filled.execute(text("SHOW enable_sort"))).scalar_one() == "on"
+    assert (await filled.execute(text("SHOW jit"))).scalar_one() == "on"
 
 
 def test_index_names_are_found_at_any_depth() -> None:

@@ -81,7 +81,10 @@ WITH picked AS ({picked}
     UPDATE collection_jobs SET status = 'running', started_at = clock_timestamp(),
            estimated_completion_time = NULL, updated_at = statement_timestamp()
     FROM picked
-    WHERE collection_jobs.id = picked.id AND collection_jobs.status = 'pending'
+    -- By the address the pick locked: a TID scan whatever the statistics say (expecting
+    -- one pending row, the planner otherwise scans every pending job to find these).
+    WHERE collection_jobs.ctid = picked.address AND collection_jobs.id = picked.id
+      AND collection_jobs.status = 'pending'
     RETURNING collection_jobs.*, picked.pending_since
 ), attempt AS (
     INSERT INTO collection_job_attempts (collection_job_id, worker_id, run_started_at)
@@ -98,7 +101,7 @@ ORDER BY job.created_at, job.id
 
 _CLAIM_OLDEST = _claim(
     """
-    SELECT id, updated_at AS pending_since FROM collection_jobs
+    SELECT id, ctid AS address, updated_at AS pending_since FROM collection_jobs
     WHERE status = 'pending' AND collection_types <@ CAST(:types AS text[])
     ORDER BY created_at, id
     LIMIT :limit
@@ -106,7 +109,7 @@ _CLAIM_OLDEST = _claim(
 )
 _CLAIM_ONE = _claim(
     """
-    SELECT id, updated_at AS pending_since FROM collection_jobs
+    SELECT id, ctid AS address, updated_at AS pending_since FROM collection_jobs
     WHERE id = :job AND status = 'pending'
     FOR UPDATE""",
 )
@@ -315,27 +318,39 @@ async def start_job(db: Executor, job_id: uuid.UUID | str, *, worker_id: uuid.UU
     raise await refuse_move(db, job_id, JobStatus.RUNNING)
 
 
-_IN_INDEX_ORDER = "SET LOCAL enable_sort = off"
-"""For the claim's transaction: the pending jobs are read in the order of their partial
-index, never gathered and sorted. Statistics taken while few jobs were pending (a quiet
-queue, then a burst) make the planner expect one pending row and sort them all instead,
-on every claim: 4.8 ms instead of 0.05 ms for 8 of 8,000 pending jobs, worse as the
-backlog grows (tests/test_query_plans.py). The index order is never the worse plan: the
-index holds only pending jobs, in the order claimed."""
+_CLAIM_SETTINGS = {"enable_sort": "off", "jit": "off"}
+"""The claim's planner settings, for its transaction alone. `enable_sort`: the pending jobs
+are read in the order of their partial index, never gathered and sorted. Statistics taken
+while few jobs were pending (a quiet queue, then a burst) make the planner expect one
+pending row and sort them all instead, on every claim: 4.8 ms instead of 0.05 ms to pick 8
+of 8,000 pending jobs, worse as the backlog grows (tests/test_query_plans.py). The index
+order is never the worse plan: the index holds only pending jobs, in the order claimed.
+`jit`: before PostgreSQL 18 a plan with a disabled node costs billions, which would have
+it compiled (200 ms a claim on PostgreSQL 15)."""
+_BEGIN_CLAIM = "BEGIN; " + " ".join(f"SET LOCAL {k} = {v};" for k, v in _CLAIM_SETTINGS.items())
+_SET_CLAIM = statement(
+    "SELECT "
+    + ", ".join(f"current_setting('{k}')" for k in _CLAIM_SETTINGS)
+    + ", "
+    + ", ".join(f"set_config('{k}', '{v}', true)" for k, v in _CLAIM_SETTINGS.items())
+)
+_PUT_BACK = statement(
+    "SELECT " + ", ".join(f"set_config('{k}', :{k}, true)" for k in _CLAIM_SETTINGS)
+)
 
 
 async def _claim_rows(db: Executor, st: Statement, params: dict[str, Any]) -> Sequence[Any]:
-    """The claim's rows, in a transaction of its own whose plan is `_IN_INDEX_ORDER`'s;
-    in the caller's transaction (a session), with the setting put back afterwards."""
+    """The claim's rows, in a transaction of its own with `_CLAIM_SETTINGS`; in the
+    caller's transaction (a session), with the settings put back afterwards."""
     driver = await driver_of(db)
     if driver is None:
-        [(before, _off)] = await fetch(db, _SORT_OFF, {})
+        [row] = await fetch(db, _SET_CLAIM, {})
         rows = await fetch(db, st, params)
         # Put back after a claim that worked; one that failed leaves the transaction to be
-        # rolled back, which puts the setting back with it.
-        await fetch(db, _SORT_BACK, {"setting": before})
+        # rolled back, which puts the settings back with it.
+        await fetch(db, _PUT_BACK, dict(zip(_CLAIM_SETTINGS, row, strict=False)))
         return rows
-    await driver.execute(f"BEGIN; {_IN_INDEX_ORDER}")  # one round trip, no parameters
+    await driver.execute(_BEGIN_CLAIM)  # one round trip, no parameters
     try:
         rows = await fetch(db, st, params)
         await driver.execute("COMMIT")
@@ -347,12 +362,6 @@ async def _claim_rows(db: Executor, st: Statement, params: dict[str, Any]) -> Se
                 await driver.execute("ROLLBACK")
         raise
     return rows
-
-
-_SORT_OFF = statement(
-    "SELECT current_setting('enable_sort'), set_config('enable_sort', 'off', true)"
-)
-_SORT_BACK = statement("SELECT set_config('enable_sort', :setting, true)")
 
 
 async def _claimed(db: Executor, rows: Sequence[Any]) -> list[Claimed]:
